@@ -1,0 +1,51 @@
+# One entry point for every task. `make demo` and `make test` work on a fresh machine with
+# Python 3.11+ and nothing else installed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP_DEMO := $(VENV)/.installed-demo
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: demo test check lint typecheck pytest docs bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP_DEMO): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[sqlite]"
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(STAMP_DEMO)
+
+## demo: run the quickstart on SQLite with the in-process cache (no server needed)
+demo: $(STAMP_DEMO)
+	$(PY) examples/quickstart.py
+
+## test: every check: lint, format, mypy --strict, the whole test suite with coverage, docs
+test: $(STAMP_DEV)
+	$(MAKE) --no-print-directory check
+
+check: lint typecheck pytest docs
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+pytest:
+	$(VENV)/bin/coverage erase
+	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/coverage combine --quiet
+	$(VENV)/bin/coverage report
+
+docs:
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+clean:
+	rm -rf $(VENV) build .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache

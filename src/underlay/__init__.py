@@ -1,0 +1,49 @@
+"""underlay: a typed, async-first data layer on SQLAlchemy 2.x."""
+
+from underlay._version import __version__
+from underlay.database import Database, DatabaseSession, call_after_commit
+from underlay.exceptions import (
+    ConflictError,
+    ConstraintError,
+    DuplicateError,
+    ForeignKeyError,
+    InvalidQueryError,
+    MissingDependencyError,
+    MultipleResultsError,
+    NotFoundError,
+    SerializationError,
+    StaleVersionError,
+    UnderlayError,
+)
+from underlay.models import (
+    Base,
+    SoftDeleteMixin,
+    TimestampMixin,
+    UTCDateTime,
+    VersionedMixin,
+    mapper_args,
+)
+
+__all__ = [
+    "Base",
+    "ConflictError",
+    "ConstraintError",
+    "Database",
+    "DatabaseSession",
+    "DuplicateError",
+    "ForeignKeyError",
+    "InvalidQueryError",
+    "MissingDependencyError",
+    "MultipleResultsError",
+    "NotFoundError",
+    "SerializationError",
+    "SoftDeleteMixin",
+    "StaleVersionError",
+    "TimestampMixin",
+    "UTCDateTime",
+    "UnderlayError",
+    "VersionedMixin",
+    "__version__",
+    "call_after_commit",
+    "mapper_args",
+]

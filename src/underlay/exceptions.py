@@ -1,0 +1,343 @@
+"""The underlay error tree and the translation of driver and ORM errors.
+
+Every error underlay raises derives from :class:`UnderlayError`::
+
+    UnderlayError
+    ├── NotFoundError (LookupError)          no row with that identity
+    ├── MultipleResultsError (LookupError)   more than one row where one was expected
+    ├── ConflictError                        the write lost against the database's current state
+    │   ├── StaleVersionError                an optimistic-lock version check failed
+    │   ├── DuplicateError                   a unique constraint was violated
+    │   ├── ForeignKeyError                  a foreign key points at a missing row
+    │   └── SerializationError               a concurrent transaction won (retry the unit of work)
+    ├── ConstraintError (ValueError)         a NOT NULL or CHECK constraint rejected a value
+    ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
+    └── MissingDependencyError (ImportError) an optional extra is not installed
+
+Driver and ORM errors are classified at one boundary, :func:`translate_error`, by SQLSTATE
+(PostgreSQL) or extended result code (SQLite), never by parsing messages. The original
+exception is always chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import exc as orm_exc
+
+__all__ = [
+    "ConflictError",
+    "ConstraintError",
+    "DuplicateError",
+    "ForeignKeyError",
+    "InvalidQueryError",
+    "MissingDependencyError",
+    "MultipleResultsError",
+    "NotFoundError",
+    "SerializationError",
+    "StaleVersionError",
+    "UnderlayError",
+    "translate_error",
+]
+
+
+class UnderlayError(Exception):
+    """Root of every error underlay raises.
+
+    Catch this to handle any failure of the data layer in one place.
+    """
+
+
+def _describe(model: type[Any] | None) -> str:
+    return model.__name__ if model is not None else "row"
+
+
+class NotFoundError(UnderlayError, LookupError):
+    """Raised when no row matches an identity or criteria that must match one.
+
+    Attributes:
+        model: The mapped class that was queried, when known.
+        id: The primary key that was looked up, when known.
+    """
+
+    def __init__(
+        self, message: str | None = None, *, model: type[Any] | None = None, id: Any = None
+    ) -> None:
+        self.model = model
+        self.id = id
+        if message is None:
+            message = (
+                f"No {_describe(model)} with id {id!r} exists; check the id or create it first."
+            )
+        super().__init__(message)
+
+
+class MultipleResultsError(UnderlayError, LookupError):
+    """Raised when a query expected to return at most one row returned several.
+
+    Attributes:
+        model: The mapped class that was queried, when known.
+    """
+
+    def __init__(self, message: str | None = None, *, model: type[Any] | None = None) -> None:
+        self.model = model
+        if message is None:
+            message = (
+                f"More than one {_describe(model)} matched where at most one was expected; "
+                "narrow the criteria."
+            )
+        super().__init__(message)
+
+
+class ConflictError(UnderlayError):
+    """Raised when a write conflicts with the current state of the database.
+
+    Conflicts are expected under concurrency: re-read and retry the unit of work (see
+    :func:`underlay.retry_on_conflict`) or report the conflict to the caller.
+
+    Attributes:
+        model: The mapped class involved, when known.
+        id: The primary key involved, when known.
+    """
+
+    def __init__(self, message: str, *, model: type[Any] | None = None, id: Any = None) -> None:
+        self.model = model
+        self.id = id
+        super().__init__(message)
+
+
+class StaleVersionError(ConflictError):
+    """Raised when an optimistic-lock version check fails.
+
+    Another transaction changed (or deleted) the row since the version the caller holds was
+    read. Nothing was written.
+
+    Attributes:
+        expected_version: The version the caller expected, when known.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        model: type[Any] | None = None,
+        id: Any = None,
+        expected_version: int | None = None,
+    ) -> None:
+        self.expected_version = expected_version
+        if message is None:
+            message = (
+                f"{_describe(model)} {id!r} was changed by someone else"
+                + (
+                    f" (expected version {expected_version})"
+                    if expected_version is not None
+                    else ""
+                )
+                + "; reload it and apply the change again."
+            )
+        super().__init__(message, model=model, id=id)
+
+
+class DuplicateError(ConflictError):
+    """Raised when an INSERT or UPDATE violates a unique constraint or primary key.
+
+    Attributes:
+        constraint: The name of the violated constraint, when the driver reports it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: type[Any] | None = None,
+        id: Any = None,
+        constraint: str | None = None,
+    ) -> None:
+        self.constraint = constraint
+        super().__init__(message, model=model, id=id)
+
+
+class ForeignKeyError(ConflictError):
+    """Raised when a write references a missing row, or deletes a row still referenced.
+
+    Attributes:
+        constraint: The name of the violated constraint, when the driver reports it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: type[Any] | None = None,
+        id: Any = None,
+        constraint: str | None = None,
+    ) -> None:
+        self.constraint = constraint
+        super().__init__(message, model=model, id=id)
+
+
+class SerializationError(ConflictError):
+    """Raised when a concurrent transaction won: serialization failure, deadlock or lock busy.
+
+    The transaction was rolled back; running the whole unit of work again is safe.
+    """
+
+
+class ConstraintError(UnderlayError, ValueError):
+    """Raised when a NOT NULL or CHECK constraint rejects a value.
+
+    Attributes:
+        constraint: The name of the violated constraint, when the driver reports it.
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        self.constraint = constraint
+        super().__init__(message)
+
+
+class InvalidQueryError(UnderlayError, ValueError):
+    """Raised when a query built from caller input is refused before any SQL is sent.
+
+    Typical causes: a sort or filter field that the repository does not declare, a cursor
+    that was not minted by underlay, or a malformed argument.
+    """
+
+
+class MissingDependencyError(UnderlayError, ImportError):
+    """Raised when a feature needs an optional dependency that is not installed.
+
+    Attributes:
+        extra: The underlay extra that installs the dependency.
+    """
+
+    def __init__(self, package: str, *, extra: str) -> None:
+        self.extra = extra
+        self.package = package
+        super().__init__(
+            f"{package!r} is not installed; install it with: pip install 'underlay[{extra}]'",
+            name=package,
+        )
+
+
+# PostgreSQL SQLSTATE codes, see https://www.postgresql.org/docs/current/errcodes-appendix.html
+_PG_UNIQUE = "23505"
+_PG_FOREIGN_KEY = "23503"
+_PG_NOT_NULL = "23502"
+_PG_CHECK = "23514"
+_PG_CONFLICTS = frozenset({"40001", "40P01", "55P03"})
+_PG_KINDS: dict[str, type[UnderlayError]] = {
+    _PG_UNIQUE: DuplicateError,
+    _PG_FOREIGN_KEY: ForeignKeyError,
+    _PG_NOT_NULL: ConstraintError,
+    _PG_CHECK: ConstraintError,
+    **dict.fromkeys(_PG_CONFLICTS, SerializationError),
+}
+
+# SQLite extended result codes, see https://www.sqlite.org/rescode.html
+_SQLITE_UNIQUE = frozenset({1555, 2067})  # CONSTRAINT_PRIMARYKEY, CONSTRAINT_UNIQUE
+_SQLITE_FOREIGN_KEY = 787
+_SQLITE_NOT_NULL = 1299
+_SQLITE_CHECK = 275
+_SQLITE_BUSY_OR_LOCKED = frozenset({5, 6})  # primary codes of SQLITE_BUSY* and SQLITE_LOCKED*
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    seen = 0
+    while orig is not None and seen < 3:
+        for attr in ("sqlstate", "pgcode"):
+            code = getattr(orig, attr, None)
+            if isinstance(code, str):
+                return code
+        orig = orig.__cause__
+        seen += 1
+    return None
+
+
+def _sqlite_code(orig: BaseException | None) -> int | None:
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code if isinstance(code, int) else None
+    return None
+
+
+def _constraint_name(orig: BaseException | None) -> str | None:
+    while orig is not None:
+        name = getattr(orig, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+        orig = orig.__cause__
+    return None
+
+
+def translate_error(
+    exc: BaseException, *, model: type[Any] | None = None, id: Any = None
+) -> UnderlayError | None:
+    """Map a SQLAlchemy or driver error to the most specific underlay error.
+
+    Args:
+        exc: The exception raised by SQLAlchemy or the driver.
+        model: The mapped class involved, when the caller knows it.
+        id: The primary key involved, when the caller knows it.
+
+    Returns:
+        The underlay error to raise (``raise translated from exc``), or ``None`` when the error
+        has no underlay meaning and should propagate unchanged.
+
+    Example:
+        >>> from sqlalchemy.orm.exc import StaleDataError
+        >>> type(translate_error(StaleDataError("boom"))).__name__
+        'StaleVersionError'
+    """
+    if isinstance(exc, UnderlayError):
+        return exc
+    if isinstance(exc, orm_exc.StaleDataError):
+        return StaleVersionError(model=model, id=id)
+    if isinstance(exc, sa_exc.NoResultFound):
+        return NotFoundError(model=model, id=id)
+    if isinstance(exc, sa_exc.MultipleResultsFound):
+        return MultipleResultsError(model=model)
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    orig = exc.orig
+    detail = str(orig).strip().splitlines()[0] if orig is not None else str(exc)
+    state = _sqlstate(orig)
+    if state is not None:
+        kind = _PG_KINDS.get(state)
+    else:
+        code = _sqlite_code(orig)
+        kind = None if code is None else _sqlite_kind(code)
+    if kind is None:
+        return None
+    constraint = _constraint_name(orig)
+    if kind is DuplicateError:
+        return DuplicateError(
+            f"Duplicate value: {detail}. Use a different value or upsert instead.",
+            model=model,
+            id=id,
+            constraint=constraint,
+        )
+    if kind is ForeignKeyError:
+        return ForeignKeyError(
+            f"Foreign key violated: {detail}.", model=model, id=id, constraint=constraint
+        )
+    if kind is ConstraintError:
+        return ConstraintError(f"Constraint violated: {detail}.", constraint=constraint)
+    return SerializationError(
+        f"A concurrent transaction won: {detail}. Run the unit of work again.",
+        model=model,
+        id=id,
+    )
+
+
+def _sqlite_kind(code: int) -> type[UnderlayError] | None:
+    if code in _SQLITE_UNIQUE:
+        return DuplicateError
+    if code == _SQLITE_FOREIGN_KEY:
+        return ForeignKeyError
+    if code in (_SQLITE_NOT_NULL, _SQLITE_CHECK):
+        return ConstraintError
+    if code & 0xFF in _SQLITE_BUSY_OR_LOCKED:
+        return SerializationError
+    return None

@@ -1,0 +1,92 @@
+"""Fixtures every test module shares: backends, databases and Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, text
+
+from tests import services
+from underlay import Database
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A database backend the integration tests run against."""
+
+    name: str
+    url: str
+    #: several connections write at the same time (row locks, not a database lock)
+    concurrent_writers: bool
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.name == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own (per xdist worker), dropped at the end."""
+    service = services.find_postgres()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"underlay_test_{worker}_{uuid.uuid4().hex[:8]}"
+    try:
+        url = services.create_database(service.url, name)
+        yield url
+        services.drop_database(service.url, name)
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The URL of a reachable Redis server."""
+    service = services.find_redis()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each integration test runs once per backend: PostgreSQL, then SQLite."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        return Backend("postgresql", url, concurrent_writers=True)
+    return Backend(
+        "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'test.db'}", concurrent_writers=False
+    )
+
+
+@pytest.fixture
+def metadata() -> MetaData:
+    """The tables a test needs; modules override this fixture with their own models."""
+    from tests.integration.models import ModelBase
+
+    return ModelBase.metadata
+
+
+@pytest.fixture
+async def db(backend: Backend, metadata: MetaData) -> AsyncIterator[Database]:
+    """A :class:`Database` on the backend with ``metadata``'s tables, empty for each test."""
+    database = Database(backend.url, pool_size=5, max_overflow=5)
+    await reset_schema(database)
+    await database.create_all(metadata)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def reset_schema(database: Database) -> None:
+    """Drop everything in the database (the PostgreSQL ``public`` schema; SQLite is a new file)."""
+    if database.engine.dialect.name == "postgresql":
+        async with database.engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
