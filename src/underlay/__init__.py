@@ -1,7 +1,7 @@
 """underlay: a typed, async-first data layer on SQLAlchemy 2.x."""
 
 from underlay._version import __version__
-from underlay.database import Database, DatabaseSession, call_after_commit
+from underlay.database import Database, DatabaseSession, call_after_commit, record_write
 from underlay.exceptions import (
     ConflictError,
     ConstraintError,
@@ -46,4 +46,5 @@ __all__ = [
     "__version__",
     "call_after_commit",
     "mapper_args",
+    "record_write",
 ]

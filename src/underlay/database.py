@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay.exceptions import translate_error
 
-__all__ = ["AFTER_COMMIT_KEY", "Database", "DatabaseSession", "call_after_commit"]
+__all__ = [
+    "AFTER_COMMIT_KEY",
+    "WRITES_KEY",
+    "Database",
+    "DatabaseSession",
+    "call_after_commit",
+    "record_write",
+]
 
 logger = logging.getLogger("underlay.database")
 
@@ -51,6 +58,28 @@ def call_after_commit(
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     sync.info.setdefault(AFTER_COMMIT_KEY, []).append(callback)
+
+
+#: ``Session.info`` key listing writes made outside the ORM (see :func:`record_write`).
+WRITES_KEY = "underlay.writes"
+
+
+def record_write(
+    session: Session | AsyncSession, model: type[Any], ids: Iterable[Any] | None = None
+) -> None:
+    """Record that this transaction wrote rows of ``model`` without the ORM seeing it.
+
+    Writes through ``session.execute`` and ``flush`` are observed by SQLAlchemy's events. A
+    write on the raw driver connection (for example a COPY) is not: record it here so
+    listeners such as the cache invalidation see it. ``ids=None`` means "any row".
+
+    Args:
+        session: The session whose transaction made the write.
+        model: The mapped class whose table was written.
+        ids: Primary keys of the written rows, when known.
+    """
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info.setdefault(WRITES_KEY, []).append((model, None if ids is None else list(ids)))
 
 
 def _on_commit(session: Session) -> None:
