@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay.exceptions import translate_error
+from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
+from underlay.models._versioning import VersionCheckedSession, enable_versioning
 
 __all__ = [
     "AFTER_COMMIT_KEY",
@@ -187,7 +189,8 @@ class Database:
         options: dict[str, Any] = {"echo": echo, "pool_pre_ping": pool_pre_ping}
         backend = self.url.get_backend_name()
         in_memory = backend == "sqlite" and self.url.database in (None, "", ":memory:")
-        if not in_memory:
+        # A caller-chosen pool class (e.g. NullPool for tests) takes no queue sizing options.
+        if not in_memory and "poolclass" not in engine_options:
             options.update(
                 pool_size=pool_size,
                 max_overflow=max_overflow,
@@ -213,7 +216,11 @@ class Database:
 
         # One sync Session subclass per Database, so event listeners (soft delete, cache
         # invalidation) installed for this database never leak into another one.
-        self.sync_session_class: type[Session] = type("UnderlaySyncSession", (Session,), {})
+        self.sync_session_class: type[Session] = type(
+            "UnderlaySyncSession", (LiveGetSession, VersionCheckedSession), {}
+        )
+        enable_soft_delete(self.sync_session_class)
+        enable_versioning(self.sync_session_class)
         event.listen(self.sync_session_class, "after_commit", _on_commit)
         event.listen(self.sync_session_class, "after_rollback", _on_rollback)
         self.sessionmaker: async_sessionmaker[DatabaseSession] = async_sessionmaker(

@@ -1,8 +1,47 @@
-"""Test helpers for applications built on underlay.
+"""Test helpers and the pytest plugin for applications built on underlay.
 
-``assert_max_queries`` and ``count_queries`` need nothing beyond the core dependencies.
+Needs the ``testing`` extra (pytest and pytest-asyncio). Enable the fixtures in your
+top-level ``conftest.py``::
+
+    pytest_plugins = ["underlay.testing"]
+
+``underlay_database_url``, ``underlay_db``, ``underlay_session``, ``underlay_cache``,
+``underlay_metadata``, ``underlay_migrations`` and ``underlay_empty_database_url`` become
+available; ``assert_max_queries`` and ``count_queries`` work in any test.
 """
 
-from underlay.testing._queries import QueryCounter, assert_max_queries, count_queries
+from underlay._imports import require
 
-__all__ = ["QueryCounter", "assert_max_queries", "count_queries"]
+require("pytest", extra="testing")
+require("pytest_asyncio", extra="testing")
+
+from underlay.testing._plugin import (  # noqa: E402 - after the dependency check
+    pytest_addoption as pytest_addoption,
+)
+from underlay.testing._plugin import (  # noqa: E402
+    underlay_cache,
+    underlay_database_url,
+    underlay_db,
+    underlay_empty_database_url,
+    underlay_metadata,
+    underlay_migrations,
+    underlay_session,
+)
+from underlay.testing._queries import (  # noqa: E402
+    QueryCounter,
+    assert_max_queries,
+    count_queries,
+)
+
+__all__ = [
+    "QueryCounter",
+    "assert_max_queries",
+    "count_queries",
+    "underlay_cache",
+    "underlay_database_url",
+    "underlay_db",
+    "underlay_empty_database_url",
+    "underlay_metadata",
+    "underlay_migrations",
+    "underlay_session",
+]

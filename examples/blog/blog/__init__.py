@@ -1,0 +1,1 @@
+"""A small blog service on underlay: users and their posts."""

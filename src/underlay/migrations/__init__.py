@@ -1,0 +1,43 @@
+"""Alembic integration: an async-ready ``env.py`` helper, a template and programmatic commands.
+
+Needs the ``alembic`` extra (``pip install 'underlay[alembic]'``). Create a migrations
+directory with ``underlay init-migrations DIR`` (or ``python -m underlay.migrations init
+DIR``); its ``env.py`` calls :func:`run_migrations`. From Python, every command is a
+coroutine that runs on the caller's event loop::
+
+    await upgrade(db, "head", script_location="migrations")
+    await check(db, script_location="migrations")  # raises MigrationDriftError
+"""
+
+from underlay._imports import require
+
+require("alembic", extra="alembic")
+
+from underlay.migrations._commands import (  # noqa: E402 - after the dependency check
+    MigrationDriftError,
+    check,
+    describe_difference,
+    downgrade,
+    make_config,
+    revision,
+    stairway,
+    upgrade,
+    upgrade_sql,
+)
+from underlay.migrations._env import render_item, run_migrations  # noqa: E402
+from underlay.migrations._scaffold import init  # noqa: E402
+
+__all__ = [
+    "MigrationDriftError",
+    "check",
+    "describe_difference",
+    "downgrade",
+    "init",
+    "make_config",
+    "render_item",
+    "revision",
+    "run_migrations",
+    "stairway",
+    "upgrade",
+    "upgrade_sql",
+]
