@@ -1,0 +1,513 @@
+"""Behaviour both caches share: fills, singleflight, statistics and the fault policy.
+
+A cache entry is valid while the cache's *epoch* and the *generation* of each namespace it
+was stored under are unchanged. Generations are read from the store on every lookup (never
+memoised), so a bump made by any process invalidates the entry for every process. A fill
+after a miss is guarded twice: a lease token taken with the lookup (deleting the key voids
+it) and the generations read with the lookup (a bump makes them stale). The store accepts
+the fill only if both are still current, atomically, so a value loaded before an
+invalidation can never land after it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from underlay.cache._breaker import CircuitBreaker
+from underlay.cache._codec import Codec, DecodeError, JSONCodec
+from underlay.cache._stats import CacheStats
+
+__all__ = ["BaseCache", "Lookup"]
+
+logger = logging.getLogger("underlay.cache")
+
+R = TypeVar("R")
+
+HIT: Final = 1
+MISS: Final = 0
+CORRUPT: Final = -1
+
+
+class _Failed:
+    """The result of a cache operation that failed, timed out or was skipped."""
+
+
+FAILED: Final = _Failed()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the store answered to a lookup.
+
+    Attributes:
+        status: ``HIT``, ``MISS`` or ``CORRUPT`` (the store already removed the entry).
+        payload: The stored bytes on a hit.
+        generations: On a miss, the epoch then each requested namespace's generation.
+        token: On a miss, the lease token if this caller got the lease, else ``None``.
+    """
+
+    status: int
+    payload: bytes | None = None
+    generations: tuple[str, ...] = ()
+    token: str | None = None
+
+
+def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
+    """Return ``namespaces`` as a sorted tuple without duplicates, rejecting bad names."""
+    names = tuple(sorted(set(namespaces)))
+    for name in names:
+        if not name or "\n" in name:
+            raise ValueError(f"invalid cache namespace {name!r}: non-empty, no newlines")
+    return names
+
+
+class BaseCache(abc.ABC):
+    """The shared implementation of :class:`~underlay.cache.Cache`.
+
+    Subclasses provide the store primitives (``_lookup``, ``_fill``, ...); this class adds
+    TTL jitter, the codec, in-process singleflight, counters, deadlines, the circuit breaker
+    and fail-safe invalidation.
+    """
+
+    #: Exceptions that mean "the store failed" (fail open), as opposed to bugs.
+    _store_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(
+        self,
+        *,
+        default_ttl: float,
+        ttl_jitter: float,
+        lease_ttl: float,
+        codec: Codec | None,
+        timeout: float | None = None,
+        invalidation_timeout: float | None = None,
+        invalidation_attempts: int = 1,
+        failure_threshold: int = 5,
+        cooldown: float = 5.0,
+    ) -> None:
+        if default_ttl <= 0:
+            raise ValueError("default_ttl must be positive")
+        if not 0 <= ttl_jitter < 1:
+            raise ValueError("ttl_jitter must be in [0, 1)")
+        self.default_ttl = default_ttl
+        self.ttl_jitter = ttl_jitter
+        self.lease_ttl = lease_ttl
+        self.codec: Codec = codec or JSONCodec()
+        self.timeout = timeout
+        self.invalidation_timeout = invalidation_timeout
+        self.invalidation_attempts = max(1, invalidation_attempts)
+        self.stats = CacheStats()
+        self._breaker = CircuitBreaker(threshold=failure_threshold, cooldown=cooldown)
+        # Flights by key, tagged with the local invalidation sequence when they started: a
+        # caller arriving after this process invalidated something starts a new load.
+        self._flights: dict[str, tuple[int, asyncio.Future[Any]]] = {}
+        self._sequence = 0
+        self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
+        self._recovery: asyncio.Task[None] | None = None
+
+    # -- store primitives -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
+        """Read ``key``; on a miss with ``token``, read generations and try to take the lease."""
+
+    @abc.abstractmethod
+    async def _read(self, keys: Sequence[str]) -> list[Lookup]:
+        """Read several keys in one round trip (no leases)."""
+
+    @abc.abstractmethod
+    async def _fill(
+        self, key: str, lookup: Lookup, namespaces: tuple[str, ...], payload: bytes, ttl_ms: int
+    ) -> bool:
+        """Store ``payload`` if the lease and generations of ``lookup`` are still current."""
+
+    @abc.abstractmethod
+    async def _release(self, key: str, token: str) -> None:
+        """Give a lease back without filling."""
+
+    @abc.abstractmethod
+    async def _store(
+        self, items: Sequence[tuple[str, bytes]], namespaces: tuple[str, ...], ttl_ms: int
+    ) -> None:
+        """Store entries unconditionally, voiding their leases."""
+
+    @abc.abstractmethod
+    async def _remove(self, keys: Sequence[str]) -> None:
+        """Delete entries and their leases."""
+
+    @abc.abstractmethod
+    async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
+        """Move the generation of each namespace (and the epoch) to a value never used."""
+
+    @abc.abstractmethod
+    async def _remove_matching(self, pattern: str) -> int:
+        """Delete entries (and leases) whose key matches a glob pattern; return the count."""
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the store's resources."""
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """Return the value cached under ``key``, or ``default`` on a miss.
+
+        A value whose epoch or namespace generations moved, an expired one, a corrupt one
+        (which is also removed) and an unreachable cache all read as a miss.
+
+        Args:
+            key: The key, relative to the cache's prefix.
+            default: What to return on a miss.
+        """
+        found = await self.get_many([key])
+        return found.get(key, default)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Return the cached values of ``keys`` that are present, in one round trip.
+
+        Args:
+            keys: The keys to read.
+
+        Returns:
+            A mapping of each key that hit to its value; missing keys are absent.
+        """
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        lookups = await self._guarded_read(lambda: self._read(keys))
+        if isinstance(lookups, _Failed):
+            self.stats.misses += len(keys)
+            return {}
+        values: dict[str, Any] = {}
+        for key, lookup in zip(keys, lookups, strict=True):
+            decoded = await self._decoded(key, lookup)
+            if not isinstance(decoded, _Failed):
+                values[key] = decoded
+        return values
+
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, namespaces: Iterable[str] = ()
+    ) -> None:
+        """Store ``value`` under ``key`` unconditionally (fails open: an outage drops it).
+
+        Prefer :meth:`get_or_set` for values loaded from a database: a plain ``set`` of a
+        value read earlier can overwrite a newer one.
+
+        Args:
+            key: The key.
+            value: A value the codec can encode (JSON types, datetimes, UUIDs, decimals...).
+            ttl: Seconds to keep it (default: the cache's ``default_ttl``), minus jitter.
+            namespaces: Namespaces whose :meth:`bump_namespace` invalidates this entry.
+        """
+        await self.set_many({key: value}, ttl=ttl, namespaces=namespaces)
+
+    async def set_many(
+        self,
+        items: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        namespaces: Iterable[str] = (),
+    ) -> None:
+        """Store several values unconditionally in one round trip.
+
+        Args:
+            items: Keys and their values.
+            ttl: Seconds to keep them (default: the cache's ``default_ttl``), minus jitter.
+            namespaces: Namespaces whose :meth:`bump_namespace` invalidates these entries.
+        """
+        names = check_namespaces(namespaces)
+        encoded = [(key, self.codec.encode(value)) for key, value in items.items()]
+        if not encoded:
+            return
+        ttl_ms = self._ttl_ms(ttl)
+        await self._guarded_read(lambda: self._store(encoded, names, ttl_ms))
+
+    async def delete(self, *keys: str) -> None:
+        """Invalidate ``keys``: delete the entries and void fills in flight for them.
+
+        Fails safe: retried within the invalidation budget; if it still cannot be delivered,
+        every entry is invalidated (an epoch bump) as soon as the cache answers again.
+
+        Args:
+            *keys: The keys to delete.
+        """
+        if keys:
+            await self._invalidate(lambda: self._remove(list(keys)))
+
+    async def bump_namespace(self, *names: str) -> None:
+        """Invalidate every entry stored under any of ``names``, in O(1) per namespace.
+
+        Each namespace has a generation counter; entries remember the generation they were
+        stored under and lookups compare it with the current one, so a bump invalidates them
+        for every process at once without touching the entries. Fails safe like
+        :meth:`delete`.
+
+        Args:
+            *names: The namespaces to invalidate.
+        """
+        checked = check_namespaces(names)
+        if checked:
+            await self._invalidate(lambda: self._bump(checked, epoch=False))
+
+    async def invalidate_pattern(self, pattern: str) -> int:
+        """Delete the entries whose keys match the glob ``pattern`` (``*``, ``?``, ``[..]``).
+
+        This walks the whole keyspace with a cursor (never ``KEYS``): O(number of keys in
+        the store), so keep it for maintenance; use namespaces for routine invalidation.
+        Fails safe like :meth:`delete`.
+
+        Args:
+            pattern: A glob relative to the cache's prefix.
+
+        Returns:
+            How many entries were deleted (0 when the cache could not be reached).
+        """
+        removed = 0
+
+        async def run() -> None:
+            nonlocal removed
+            removed = await self._remove_matching(pattern)
+
+        # No overall deadline: a scan takes as long as the keyspace is large; each call
+        # still has the connection's socket timeout.
+        await self._invalidate(run, deadline=None)
+        return removed
+
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        *,
+        ttl: float | None = None,
+        namespaces: Iterable[str] = (),
+    ) -> Any:
+        """Return the cached value of ``key``, or load, store and return it.
+
+        Concurrent misses on one key in this process run ``loader`` once and share its
+        result. Across processes a lease lets one filler win. The fill is refused if ``key``
+        was deleted or one of ``namespaces`` bumped after the lookup, so a value loaded from
+        old data is never stored over an invalidation. A hit is one round trip. The value
+        returned on a miss is passed through the codec, so a miss and a hit return equal
+        values of the same types.
+
+        Args:
+            key: The key.
+            loader: A zero-argument coroutine function producing the value.
+            ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
+            namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
+
+        Returns:
+            The cached or freshly loaded value.
+        """
+        return await self.load(key, loader, ttl=ttl, namespaces=namespaces)
+
+    async def load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        *,
+        ttl: float | None = None,
+        namespaces: Iterable[str] = (),
+        fill: bool = True,
+    ) -> Any:
+        """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
+
+        ``fill=False`` suits loaders whose view of the data may be older than the cache's
+        (a long-running transaction's snapshot): their result is returned, not published.
+        """
+        names = check_namespaces(namespaces)
+        if not fill:
+            return await self._load(key, loader, ttl, names, fill=False)
+        flight = self._flights.get(key)
+        if flight is None or flight[0] != self._sequence or flight[1].done():
+            future = asyncio.ensure_future(self._load(key, loader, ttl, names, fill=True))
+            flight = (self._sequence, future)
+            self._flights[key] = flight
+            future.add_done_callback(lambda done: self._landed(key, done))
+        # Shielded: a cancelled caller must not cancel the load the other waiters share.
+        return await asyncio.shield(flight[1])
+
+    @property
+    def pending_invalidation(self) -> bool:
+        """Whether an invalidation was lost and the epoch bump that covers it is pending."""
+        return self._lost > 0
+
+    async def aclose(self) -> None:
+        """Stop background recovery and release connections."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+            self._recovery = None
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _landed(self, key: str, done: asyncio.Future[Any]) -> None:
+        current = self._flights.get(key)
+        if current is not None and current[1] is done:
+            del self._flights[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        seconds = self.default_ttl if ttl is None else ttl
+        if seconds <= 0:
+            raise ValueError("ttl must be positive")
+        # Jitter spreads the expiry of entries filled together (no synchronized stampede).
+        spread = 1 - self.ttl_jitter * random.random()  # noqa: S311 - jitter, not security
+        return max(1, int(seconds * 1000 * spread))
+
+    async def _decoded(self, key: str, lookup: Lookup) -> Any:
+        if lookup.status == HIT and lookup.payload is not None:
+            try:
+                value = self.codec.decode(lookup.payload)
+            except DecodeError:
+                self.stats.corrupt += 1
+                logger.warning("cache entry %r does not decode; removed", key)
+                await self._guarded_read(lambda: self._remove([key]))
+            else:
+                self.stats.hits += 1
+                return value
+        elif lookup.status == CORRUPT:
+            self.stats.corrupt += 1
+            logger.warning("cache entry %r is not an underlay entry; removed", key)
+        self.stats.misses += 1
+        return FAILED
+
+    async def _load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        *,
+        fill: bool,
+    ) -> Any:
+        token = secrets.token_hex(8) if fill else None
+        lookup = await self._guarded_read(lambda: self._lookup(key, names, token))
+        if not isinstance(lookup, _Failed):
+            value = await self._decoded(key, lookup)
+            if not isinstance(value, _Failed):
+                return value
+        else:
+            self.stats.misses += 1
+        try:
+            value = await loader()
+        except BaseException:
+            if not isinstance(lookup, _Failed) and lookup.token is not None:
+                held = lookup.token
+                await self._guarded_read(lambda: self._release(key, held))
+            raise
+        payload = self.codec.encode(value)
+        if fill and not isinstance(lookup, _Failed):
+            current = lookup
+            if current.token is None:
+                self.stats.fill_rejected += 1  # another process holds the lease and fills
+            else:
+                ttl_ms = self._ttl_ms(ttl)
+                stored = await self._guarded_read(
+                    lambda: self._fill(key, current, names, payload, ttl_ms)
+                )
+                if stored is True:
+                    self.stats.fills += 1
+                elif stored is False:
+                    self.stats.fill_rejected += 1
+                    logger.debug("fill of %r rejected: invalidated while loading", key)
+        return self.codec.decode(payload)
+
+    async def _attempt(self, operation: Callable[[], Awaitable[R]], deadline: float | None) -> Any:
+        if not self._breaker.allow():
+            self.stats.skipped += 1
+            return FAILED
+        try:
+            async with asyncio.timeout(deadline):
+                result = await operation()
+        except self._store_errors as exc:
+            self._breaker.failure()
+            self.stats.errors += 1
+            logger.warning("cache operation failed: %s", type(exc).__name__ + f": {exc}")
+            return FAILED
+        except BaseException:
+            self._breaker.failure()
+            raise
+        self._breaker.success()
+        return result
+
+    async def _guarded_read(self, operation: Callable[[], Awaitable[R]]) -> R | _Failed:
+        """Run a read (or fill): fail open within the deadline, and never before recovery."""
+        if self._lost and not await self._recover():
+            self.stats.skipped += 1
+            return FAILED
+        result: R | _Failed = await self._attempt(operation, self.timeout)
+        return result
+
+    async def _invalidate(
+        self, operation: Callable[[], Awaitable[None]], *, deadline: float | _Failed | None = FAILED
+    ) -> None:
+        """Run an invalidation: retried within the budget, else covered by an epoch bump."""
+        if isinstance(deadline, _Failed):
+            deadline = self.invalidation_timeout
+        self._sequence += 1
+        if self._lost:
+            # The epoch bump owed for an earlier loss invalidates this key as well.
+            if not await self._recover():
+                self._lose()
+            return
+        for attempt in range(self.invalidation_attempts):
+            if attempt:
+                await asyncio.sleep(0.01 * 2**attempt)
+            if not isinstance(await self._attempt(operation, deadline), _Failed):
+                self.stats.invalidations += 1
+                return
+            if self._breaker.is_open:
+                break
+        self._lose()
+
+    def _lose(self) -> None:
+        self._lost += 1
+        self.stats.invalidations_lost += 1
+        logger.error("cache invalidation could not be delivered; every entry will be dropped")
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover_loop())
+
+    async def _recover(self) -> bool:
+        """Bump the epoch owed for lost invalidations; return whether none is owed any more."""
+        owed = self._lost
+        if not owed:
+            return True
+        result = await self._attempt(lambda: self._bump((), epoch=True), self.invalidation_timeout)
+        if isinstance(result, _Failed):
+            return False
+        if self._lost == owed:  # a loss recorded meanwhile may predate the bump's effect
+            self._lost = 0
+            self.stats.invalidations += 1
+            logger.warning("cache reachable again: epoch bumped, every older entry dropped")
+        return self._lost == 0
+
+    async def _recover_loop(self) -> None:
+        # Other processes keep serving their view until this bump lands, so retry promptly
+        # instead of waiting for this process's next cache call.
+        interval = min(1.0, self._breaker.cooldown)
+        while self._lost:
+            await asyncio.sleep(interval)
+            await self._recover()
