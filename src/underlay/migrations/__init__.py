@@ -15,6 +15,7 @@ require("alembic", extra="alembic")
 
 from underlay.migrations._commands import (  # noqa: E402 - after the dependency check
     MigrationDriftError,
+    StairwayError,
     check,
     describe_difference,
     downgrade,
@@ -29,6 +30,7 @@ from underlay.migrations._scaffold import init  # noqa: E402
 
 __all__ = [
     "MigrationDriftError",
+    "StairwayError",
     "check",
     "describe_difference",
     "downgrade",

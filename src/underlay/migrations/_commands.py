@@ -22,6 +22,7 @@ from underlay.migrations._env import CONNECTION_KEY, sqlite_foreign_keys_off
 
 __all__ = [
     "MigrationDriftError",
+    "StairwayError",
     "check",
     "downgrade",
     "revision",
@@ -53,6 +54,23 @@ class MigrationDriftError(UnderlayError):
             f"The models differ from the migrations in {len(differences)} place(s):\n"
             f"{listing}\nGenerate a migration for these changes (alembic revision "
             "--autogenerate) or revert the model change."
+        )
+
+
+class StairwayError(UnderlayError):
+    """Raised by :func:`stairway` when a step fails; the original error is chained.
+
+    Attributes:
+        revision: The revision being walked.
+        step: What failed: ``"upgrade"``, ``"downgrade"`` or ``"upgrade again"``.
+    """
+
+    def __init__(self, revision: str, step: str, cause: BaseException) -> None:
+        self.revision = revision
+        self.step = step
+        super().__init__(
+            f"Stairway failed at revision {revision!r} ({step}): {cause}\n"
+            "Check that its downgrade() undoes everything its upgrade() does."
         )
 
 
@@ -193,6 +211,9 @@ async def stairway(target: Target, *, script_location: ScriptLocation) -> list[s
 
     Returns:
         The revision ids, from the first to the head, that were checked.
+
+    Raises:
+        StairwayError: A step failed; it names the revision and the step.
     """
 
     def action(config: Config) -> list[str]:
@@ -200,9 +221,16 @@ async def stairway(target: Target, *, script_location: ScriptLocation) -> list[s
         revisions = [script.revision for script in scripts.walk_revisions("base", "heads")]
         revisions.reverse()
         for rev in revisions:
-            command.upgrade(config, rev)
-            command.downgrade(config, "-1")
-            command.upgrade(config, rev)
+            steps: tuple[tuple[str, Callable[[Config, str], None], str], ...] = (
+                ("upgrade", command.upgrade, rev),
+                ("downgrade", command.downgrade, "-1"),
+                ("upgrade again", command.upgrade, rev),
+            )
+            for step, run, target_revision in steps:
+                try:
+                    run(config, target_revision)
+                except Exception as exc:
+                    raise StairwayError(rev, step, exc) from exc
         command.downgrade(config, "base")
         command.upgrade(config, "heads")
         return revisions
