@@ -47,5 +47,20 @@ pytest:
 docs:
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
+BENCH_VENV ?= .venv-bench
+STAMP_BENCH := $(BENCH_VENV)/.installed-bench
+
+# A separate environment: advanced-alchemy and the other benchmark-only packages never enter
+# the package's dependencies or the development environment.
+$(STAMP_BENCH): pyproject.toml benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[postgres,sqlite,redis]" -r benchmarks/requirements.txt
+	touch $@
+
+## bench: side-by-side benchmarks against PostgreSQL and Redis (BENCH_ARGS="--quick" to smoke-test)
+bench: $(STAMP_BENCH)
+	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
