@@ -1,0 +1,254 @@
+"""``InMemoryRepository``: a test double implementing the ``Repository`` protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic
+
+from pydantic import BaseModel
+
+from underlay.exceptions import (
+    InvalidQueryError,
+    MultipleResultsError,
+    NotFoundError,
+    StaleVersionError,
+)
+from underlay.models import SoftDeleteMixin, TimestampMixin, VersionedMixin
+from underlay.repository._query import column_map, mapper_of, values_dict
+from underlay.typing import ModelT
+
+__all__ = ["InMemoryRepository"]
+
+Predicate = Callable[[Any], bool]
+
+
+class InMemoryRepository(Generic[ModelT]):
+    """A repository that keeps entities in a dict: a fast double for unit tests.
+
+    It implements :class:`~underlay.Repository` and mirrors the behaviour of
+    :class:`~underlay.SQLAlchemyRepository` that services rely on: integer keys are assigned
+    on save, ``TimestampMixin`` / ``VersionedMixin`` / ``SoftDeleteMixin`` columns are
+    maintained, ``update`` checks versions, and unknown fields raise
+    :class:`~underlay.InvalidQueryError`. Criteria are plain predicates
+    (``lambda user: user.active``) instead of SQL expressions; ``order_by`` takes the
+    string form (``"-created_at,name"``). Nothing is copied: entities are shared, like a
+    session's identity map.
+
+    Args:
+        model: The mapped class stored.
+        entities: Entities to start with.
+
+    Example:
+        >>> import asyncio
+        >>> from sqlalchemy import Column, Integer, String
+        >>> from sqlalchemy.orm import DeclarativeBase
+        >>> class Base(DeclarativeBase): ...
+        >>> class Note(Base):
+        ...     __tablename__ = "notes"
+        ...     id = Column(Integer, primary_key=True)
+        ...     text = Column(String)
+        >>> notes = InMemoryRepository(Note)
+        >>> saved = asyncio.run(notes.save(Note(text="hi")))
+        >>> saved.id, asyncio.run(notes.count())
+        (1, 1)
+    """
+
+    def __init__(self, model: type[ModelT], entities: Iterable[ModelT] = ()) -> None:
+        self.model = model
+        self._columns = column_map(model)
+        keys = {id(column): name for name, column in self._columns.items()}
+        self._pk = [keys[id(column)] for column in mapper_of(model).primary_key]
+        self._rows: dict[Any, ModelT] = {}
+        for entity in entities:
+            self._store(entity)
+
+    def __repr__(self) -> str:
+        return f"InMemoryRepository({self.model.__name__}, {len(self._rows)} entities)"
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _key(self, entity: Any) -> Any:
+        values = tuple(getattr(entity, name) for name in self._pk)
+        return values[0] if len(values) == 1 else values
+
+    def _identity(self, id_or_entity: Any) -> Any:
+        return self._key(id_or_entity) if isinstance(id_or_entity, self.model) else id_or_entity
+
+    def _live(self, entity: Any, include_deleted: bool) -> bool:
+        return include_deleted or not (
+            isinstance(entity, SoftDeleteMixin) and entity.deleted_at is not None
+        )
+
+    def _store(self, entity: ModelT) -> ModelT:
+        now = datetime.now(UTC)
+        if len(self._pk) == 1 and getattr(entity, self._pk[0]) is None:
+            used = [key for key in self._rows if isinstance(key, int)]
+            setattr(entity, self._pk[0], max(used, default=0) + 1)
+        key = self._key(entity)
+        existing = self._rows.get(key)
+        if existing is None:
+            for name, column in self._columns.items():
+                default = column.default
+                if getattr(entity, name) is None and default is not None:
+                    if default.is_scalar:
+                        setattr(entity, name, default.arg)  # type: ignore[attr-defined]  # ColumnDefault
+                    elif default.is_callable:
+                        setattr(entity, name, default.arg(None))  # type: ignore[attr-defined]  # ColumnDefault
+            if isinstance(entity, TimestampMixin):
+                entity.created_at = entity.created_at or now
+                entity.updated_at = now
+            if isinstance(entity, VersionedMixin):
+                entity.version = 1
+        elif existing is not entity:
+            raise InvalidQueryError(
+                f"Another {self.model.__name__} with id {key!r} is stored; update that one."
+            )
+        else:
+            self._touch(entity, now)
+        self._rows[key] = entity
+        return entity
+
+    def _touch(self, entity: Any, now: datetime) -> None:
+        if isinstance(entity, TimestampMixin):
+            entity.updated_at = now
+        if isinstance(entity, VersionedMixin):
+            entity.version += 1
+
+    def _select(self, where: tuple[Predicate, ...], include_deleted: bool) -> list[ModelT]:
+        return [
+            entity
+            for entity in self._rows.values()
+            if self._live(entity, include_deleted) and all(check(entity) for check in where)
+        ]
+
+    def _sorted(self, entities: list[ModelT], order_by: str | None) -> list[ModelT]:
+        if not order_by:
+            return entities
+        for term in reversed([part.strip() for part in order_by.split(",")]):
+            name = term.lstrip("+-")
+            if name not in self._columns:
+                raise InvalidQueryError(f"Cannot sort {self.model.__name__} by {name!r}.")
+            entities = sorted(
+                entities,
+                key=lambda entity, name=name: getattr(entity, name),  # type: ignore[misc]  # bound per loop
+                reverse=term.startswith("-"),
+            )
+        return entities
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, id: Any, *, include_deleted: bool = False) -> ModelT | None:
+        """Return the entity with primary key ``id``, or ``None``."""
+        entity = self._rows.get(id)
+        return entity if entity is not None and self._live(entity, include_deleted) else None
+
+    async def get_one(self, id: Any, *, include_deleted: bool = False) -> ModelT:
+        """Return the entity with primary key ``id``; raise ``NotFoundError`` if absent."""
+        entity = await self.get(id, include_deleted=include_deleted)
+        if entity is None:
+            raise NotFoundError(model=self.model, id=id)
+        return entity
+
+    async def one_or_none(self, *where: Predicate, include_deleted: bool = False) -> ModelT | None:
+        """Return the one entity matching the predicates; raise if several match."""
+        found = self._select(where, include_deleted)
+        if len(found) > 1:
+            raise MultipleResultsError(model=self.model)
+        return found[0] if found else None
+
+    async def list_all(
+        self,
+        *where: Predicate,
+        order_by: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include_deleted: bool = False,
+    ) -> list[ModelT]:
+        """Return the entities matching every predicate, optionally sorted and sliced."""
+        found = self._sorted(self._select(where, include_deleted), order_by)
+        start = offset or 0
+        return found[start : None if limit is None else start + limit]
+
+    async def count(self, *where: Predicate, include_deleted: bool = False) -> int:
+        """Return how many entities match the predicates."""
+        return len(self._select(where, include_deleted))
+
+    async def exists(self, *where: Predicate, include_deleted: bool = False) -> bool:
+        """Return whether any entity matches the predicates."""
+        return bool(self._select(where, include_deleted))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def save(self, entity: ModelT | BaseModel) -> ModelT:
+        """Store a new entity (assigning its key and managed columns) or record a change."""
+        if isinstance(entity, BaseModel):
+            entity = self.model(**values_dict(self.model, entity))
+        return self._store(entity)
+
+    async def save_all(self, entities: Iterable[ModelT | BaseModel]) -> list[ModelT]:
+        """Store several entities; see :meth:`save`."""
+        return [await self.save(entity) for entity in entities]
+
+    async def update(
+        self,
+        id: Any,
+        values: Mapping[str, Any] | BaseModel,
+        *,
+        expected_version: int | None = None,
+    ) -> ModelT:
+        """Set the given fields of one entity, checking the version like the SQL repository.
+
+        Raises:
+            InvalidQueryError: Unknown or primary-key fields.
+            StaleVersionError: The entity is not at the expected version.
+            NotFoundError: No live entity has that id.
+        """
+        data = values_dict(self.model, values)
+        if any(name in data for name in self._pk):
+            raise InvalidQueryError("update() cannot change the primary key.")
+        if "version" in data and issubclass(self.model, VersionedMixin):
+            expected_version = data.pop("version")
+        entity = await self.get_one(id)
+        if expected_version is not None and getattr(entity, "version", None) != expected_version:
+            raise StaleVersionError(model=self.model, id=id, expected_version=expected_version)
+        for name, value in data.items():
+            setattr(entity, name, value)
+        self._touch(entity, datetime.now(UTC))
+        return entity
+
+    async def delete(self, id_or_entity: Any) -> None:
+        """Delete softly for ``SoftDeleteMixin`` models (keeping a first timestamp)."""
+        key = self._identity(id_or_entity)
+        entity = self._rows.get(key)
+        if entity is None:
+            raise NotFoundError(model=self.model, id=key)
+        if not isinstance(entity, SoftDeleteMixin):
+            del self._rows[key]
+        elif entity.deleted_at is None:
+            entity.deleted_at = datetime.now(UTC)
+            self._touch(entity, entity.deleted_at)
+
+    async def hard_delete(self, id_or_entity: Any) -> None:
+        """Remove the entity, soft-deleted or not."""
+        key = self._identity(id_or_entity)
+        if self._rows.pop(key, None) is None:
+            raise NotFoundError(model=self.model, id=key)
+
+    async def restore(self, id_or_entity: Any) -> ModelT:
+        """Clear ``deleted_at`` and return the entity."""
+        entity = await self.get_one(self._identity(id_or_entity), include_deleted=True)
+        if not isinstance(entity, SoftDeleteMixin):
+            raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
+        entity.deleted_at = None
+        self._touch(entity, datetime.now(UTC))
+        return entity
+
+    async def delete_where(self, *where: Predicate) -> int:
+        """Delete every live entity matching the predicates; return how many."""
+        if not where:
+            raise InvalidQueryError("delete_where() needs criteria; pass lambda _: True.")
+        found = self._select(where, include_deleted=False)
+        for entity in found:
+            await self.delete(entity)
+        return len(found)

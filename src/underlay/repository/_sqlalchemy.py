@@ -1,0 +1,423 @@
+"""``SQLAlchemyRepository``: the async repository over one mapped class."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Select, func, select
+
+from underlay.exceptions import (
+    InvalidQueryError,
+    MultipleResultsError,
+    NotFoundError,
+)
+from underlay.models import SoftDeleteMixin
+from underlay.repository import _pagination as pagination
+from underlay.repository._query import (
+    SortKey,
+    column_map,
+    parse_order_by,
+)
+from underlay.repository._writes import WriteMethods
+from underlay.typing import ModelT
+
+__all__ = ["SQLAlchemyRepository"]
+
+
+class SQLAlchemyRepository(WriteMethods[ModelT]):
+    """An async repository for one mapped class, over an ``AsyncSession``.
+
+    Subclass it with the model as the generic parameter (or set ``model``); construct it
+    with a session per unit of work. Reads accept SQLAlchemy criteria and loader options;
+    strings from callers (``order_by="-created_at"``, ``filter_by={...}``) may only name the
+    fields the class declares in ``sortable_fields`` / ``filterable_fields``.
+
+    Args:
+        session: The session to work in. The repository never commits: the caller owns the
+            transaction.
+        where: Criteria applied to every read and write of this repository instance (a
+            base scope, for example a tenant). Inserts are not checked against it.
+
+    Attributes:
+        model: The mapped class.
+        session: The session the repository works in.
+        scope: The ``where`` criteria given at construction.
+        sortable_fields: Fields a caller-supplied ``order_by`` string may name.
+        filterable_fields: Fields a caller-supplied ``filter_by`` may name.
+        max_page_size: The largest ``limit`` / ``size`` pagination accepts.
+        cursor_secret: Key signing this repository's cursors; ``None`` uses
+            :func:`underlay.repository.set_cursor_secret` or ``UNDERLAY_CURSOR_SECRET``.
+
+    Example::
+
+        class UserRepository(SQLAlchemyRepository[User]):
+            sortable_fields = ("created_at", "name")
+            filterable_fields = ("email",)
+
+        async with db.session() as session:
+            users = UserRepository(session)
+            user = await users.get_one(user_id)
+    """
+
+    # -- statements -----------------------------------------------------------------------
+
+    def select_statement(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> Select[ModelT]:
+        """Build the SELECT that :meth:`list_all` sends for the same arguments.
+
+        The repository's scope, ``filter_by`` and ``where`` are all part of it, so the
+        statement identifies the query exactly (a cache can key on it).
+
+        Args:
+            *where: SQLAlchemy criteria, combined with AND.
+            order_by: A caller string such as ``"-created_at,name"`` (declared fields only),
+                a SQLAlchemy expression, or a list of either.
+            limit: The most rows to return.
+            offset: Rows to skip.
+            options: Loader options such as ``selectinload(User.posts)``.
+            include_deleted: Also return soft-deleted rows.
+            filter_by: Caller-supplied equality filters on declared fields.
+
+        Returns:
+            The ``Select``.
+
+        Raises:
+            InvalidQueryError: A caller string names an undeclared field, or ``limit`` /
+                ``offset`` is negative.
+        """
+        statement = select(self.model).where(*self._criteria(where, filter_by))
+        keys = parse_order_by(self.model, order_by, self.sortable_fields)
+        if keys:
+            statement = statement.order_by(*(key.clause for key in keys))
+        if limit is not None:
+            if limit < 0:
+                raise InvalidQueryError(f"limit must not be negative, got {limit}.")
+            statement = statement.limit(limit)
+        if offset:
+            if offset < 0:
+                raise InvalidQueryError(f"offset must not be negative, got {offset}.")
+            statement = statement.offset(offset)
+        if options:
+            statement = statement.options(*options)
+        if include_deleted:
+            statement = statement.execution_options(include_deleted=True)
+        return statement
+
+    def count_statement(
+        self,
+        *where: Any,
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> Select[int]:
+        """Build the ``SELECT count(*)`` that :meth:`count` sends for the same arguments."""
+        statement = (
+            select(func.count()).select_from(self.model).where(*self._criteria(where, filter_by))
+        )
+        if include_deleted:
+            statement = statement.execution_options(include_deleted=True)
+        return statement
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(
+        self,
+        id: Any,
+        *,
+        options: Sequence[Any] = (),
+        for_update: bool = False,
+        include_deleted: bool = False,
+    ) -> ModelT | None:
+        """Return the entity with primary key ``id``, or ``None``.
+
+        An entity already in the session is returned without SQL (unless ``for_update``).
+        A soft-deleted one is not returned, even from the session, unless ``include_deleted``.
+
+        Args:
+            id: The primary key (a tuple for a composite key).
+            options: Loader options such as ``selectinload(User.posts)``.
+            for_update: Lock the row (``SELECT ... FOR UPDATE``) where the backend can.
+            include_deleted: Also return a soft-deleted row.
+
+        Returns:
+            The entity or ``None``.
+        """
+        with self._translated(id):
+            if self.scope:
+                statement = self.select_statement(
+                    *self._id_criteria(id), options=options, include_deleted=include_deleted
+                )
+                if for_update:
+                    statement = statement.with_for_update()
+                result = await self.session.execute(statement)
+                entity = result.unique().scalars().one_or_none()
+            else:
+                entity = await self.session.get(
+                    self.model,
+                    id,
+                    options=options,
+                    with_for_update=True if for_update else None,
+                    execution_options={"include_deleted": True} if include_deleted else {},
+                )
+        if (
+            entity is not None
+            and not include_deleted
+            and isinstance(entity, SoftDeleteMixin)
+            and entity.deleted_at is not None
+        ):
+            return None
+        return entity
+
+    async def get_one(
+        self,
+        id: Any,
+        *,
+        options: Sequence[Any] = (),
+        for_update: bool = False,
+        include_deleted: bool = False,
+    ) -> ModelT:
+        """Return the entity with primary key ``id``; like :meth:`get` but never ``None``.
+
+        Raises:
+            NotFoundError: No such (live) row.
+        """
+        entity = await self.get(
+            id, options=options, for_update=for_update, include_deleted=include_deleted
+        )
+        if entity is None:
+            raise NotFoundError(model=self.model, id=id)
+        return entity
+
+    async def one_or_none(
+        self,
+        *where: Any,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> ModelT | None:
+        """Return the one entity matching the criteria, or ``None``.
+
+        Raises:
+            MultipleResultsError: More than one row matches.
+        """
+        statement = self.select_statement(
+            *where,
+            limit=2,
+            options=options,
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        with self._translated():
+            rows = (await self.session.execute(statement)).unique().scalars().all()
+        if len(rows) > 1:
+            raise MultipleResultsError(model=self.model)
+        return rows[0] if rows else None
+
+    async def list_all(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> list[ModelT]:
+        """Return the entities matching the criteria; arguments as :meth:`select_statement`."""
+        statement = self.select_statement(
+            *where,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            options=options,
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        with self._translated():
+            return list((await self.session.execute(statement)).unique().scalars().all())
+
+    async def count(
+        self,
+        *where: Any,
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Return how many rows match the criteria."""
+        statement = self.count_statement(
+            *where, include_deleted=include_deleted, filter_by=filter_by
+        )
+        with self._translated():
+            return int((await self.session.execute(statement)).scalar_one())
+
+    async def exists(
+        self,
+        *where: Any,
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Return whether any row matches the criteria (reads at most one key)."""
+        key = next(iter(self._mapper.primary_key))
+        statement = select(key).where(*self._criteria(where, filter_by)).limit(1)
+        statement = statement.select_from(self.model)
+        if include_deleted:
+            statement = statement.execution_options(include_deleted=True)
+        with self._translated():
+            return (await self.session.execute(statement)).first() is not None
+
+    # -- pagination -----------------------------------------------------------------------
+
+    def _keyset_keys(self, order_by: Any) -> list[SortKey]:
+        keys = parse_order_by(self.model, order_by, self.sortable_fields)
+        columns = column_map(self.model)
+        for key in keys:
+            if key.name is None:
+                raise InvalidQueryError(
+                    "paginate sorts on mapped columns only; use a column attribute or a "
+                    "declared field name."
+                )
+            if columns[key.name].nullable:
+                raise InvalidQueryError(
+                    f"Cannot paginate over nullable column {key.name!r}: keyset pagination "
+                    "needs NOT NULL sort columns."
+                )
+        named = {key.name for key in keys}
+        for prop_column in self._mapper.primary_key:
+            name = next(k for k, c in columns.items() if c is prop_column)
+            if name not in named:
+                keys.append(SortKey(columns[name], descending=False, name=name))
+        return keys
+
+    def _check_size(self, size: int, name: str) -> None:
+        if not 1 <= size <= self.max_page_size:
+            raise InvalidQueryError(
+                f"{name} must be between 1 and {self.max_page_size}, got {size}."
+            )
+
+    async def paginate(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        limit: int = 50,
+        after: str | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> pagination.CursorPage[ModelT]:
+        """Return one page of a keyset (cursor) pagination.
+
+        Rows are ordered by ``order_by`` with the primary key appended as a tie-breaker, and
+        the next page starts strictly after the last row of this one, so each page costs the
+        same however deep it is, and rows inserted meanwhile never shift the pages. Sort
+        columns must be NOT NULL.
+
+        Args:
+            *where: SQLAlchemy criteria.
+            order_by: As for :meth:`select_statement`; mapped columns only. Defaults to
+                the primary key.
+            limit: Rows per page, 1 to ``max_page_size``.
+            after: ``next_cursor`` of the previous page; ``None`` for the first page.
+            options: Loader options.
+            include_deleted: Also return soft-deleted rows.
+            filter_by: Caller-supplied equality filters on declared fields.
+
+        Returns:
+            A :class:`CursorPage`.
+
+        Raises:
+            InvalidQueryError: Bad sort or filter fields, a bad ``limit``, or a cursor that
+                was tampered with, minted elsewhere, or for another ``order_by``.
+        """
+        self._check_size(limit, "limit")
+        keys = self._keyset_keys(order_by)
+        spec = [key.spec for key in keys]
+        secret = pagination.resolve_secret(self.cursor_secret)
+        table = self._mapper.local_table.fullname  # type: ignore[attr-defined]  # a Table
+        criteria = list(where)
+        if after is not None:
+            values = pagination.decode_cursor(secret, after, table=table, spec=spec)
+            criteria.append(pagination.keyset_predicate(keys, values))
+        statement = self.select_statement(
+            *criteria,
+            order_by=[key.clause for key in keys],
+            limit=limit + 1,
+            options=options,
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        with self._translated():
+            rows = list((await self.session.execute(statement)).unique().scalars().all())
+        has_more = len(rows) > limit
+        items = rows[:limit]
+        cursor = None
+        if has_more:
+            last = items[-1]
+            cursor = pagination.encode_cursor(
+                secret,
+                table=table,
+                spec=spec,
+                values=[getattr(last, key.name or "") for key in keys],
+            )
+        return pagination.CursorPage(items=items, next_cursor=cursor, has_more=has_more)
+
+    async def page(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        number: int = 1,
+        size: int = 50,
+        count: Literal["exact", "none"] = "exact",
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> pagination.Page[ModelT]:
+        """Return page ``number`` of ``size`` rows (offset pagination).
+
+        Without ``order_by`` rows are ordered by primary key, so pages are stable. Deep
+        pages cost more (the database skips ``offset`` rows): prefer :meth:`paginate` for
+        feeds and exports.
+
+        Args:
+            *where: SQLAlchemy criteria.
+            order_by: As for :meth:`select_statement`.
+            number: The 1-based page number.
+            size: Rows per page, 1 to ``max_page_size``.
+            count: ``"exact"`` runs a separate ``count(*)`` for ``total``; ``"none"`` skips
+                it (``total`` is ``None``).
+            options: Loader options.
+            include_deleted: Also return soft-deleted rows.
+            filter_by: Caller-supplied equality filters on declared fields.
+
+        Returns:
+            A :class:`Page`.
+
+        Raises:
+            InvalidQueryError: Bad arguments, sort or filter fields.
+        """
+        if number < 1:
+            raise InvalidQueryError(f"number must be 1 or more, got {number}.")
+        self._check_size(size, "size")
+        if count not in ("exact", "none"):
+            raise InvalidQueryError(f"count must be 'exact' or 'none', got {count!r}.")
+        if order_by is None:
+            order_by = list(self._mapper.primary_key)
+        items = await self.list_all(
+            *where,
+            order_by=order_by,
+            limit=size,
+            offset=(number - 1) * size,
+            options=options,
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        total = None
+        if count == "exact":
+            total = await self.count(*where, include_deleted=include_deleted, filter_by=filter_by)
+        return pagination.Page(items=items, total=total, number=number, size=size)

@@ -1,0 +1,124 @@
+"""Native ``INSERT ... ON CONFLICT DO UPDATE`` statements for PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Column, Index, Table, UniqueConstraint
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from underlay.exceptions import InvalidQueryError
+from underlay.repository._query import column_map
+
+__all__ = ["conflict_columns", "upsert_statement"]
+
+_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _unique_sets(table: Table) -> list[frozenset[str]]:
+    sets = [frozenset(c.name for c in table.primary_key.columns)]
+    sets.extend(
+        frozenset(c.name for c in constraint.columns)
+        for constraint in table.constraints
+        if isinstance(constraint, UniqueConstraint)
+    )
+    # a partial index only arbitrates conflicts when its predicate is repeated
+    sets.extend(
+        frozenset(c.name for c in index.columns if isinstance(c, Column))
+        for index in table.indexes
+        if isinstance(index, Index) and index.unique and not _is_partial(index)
+    )
+    sets.extend(frozenset([c.name]) for c in table.columns if c.unique)
+    return sets
+
+
+def _is_partial(index: Index) -> bool:
+    return any(
+        key.endswith("_where") and value is not None for key, value in index.dialect_kwargs.items()
+    )
+
+
+def conflict_columns(model: type[Any], conflict_on: Sequence[Any]) -> list[Column[Any]]:
+    """Resolve ``conflict_on`` (attribute names or column attributes) to unique table columns.
+
+    Raises:
+        InvalidQueryError: A name is not a column attribute, or the columns are not exactly
+            covered by a primary key, unique constraint or unique index.
+    """
+    if isinstance(conflict_on, str) or not conflict_on:
+        raise InvalidQueryError("conflict_on must be a non-empty list of column names.")
+    columns = column_map(model)
+    resolved: list[Column[Any]] = []
+    for item in conflict_on:
+        name = item if isinstance(item, str) else getattr(item, "key", None)
+        if not isinstance(name, str) or name not in columns:
+            raise InvalidQueryError(f"{model.__name__} has no column {item!r} to upsert on.")
+        resolved.append(columns[name])
+    table = resolved[0].table
+    if not isinstance(table, Table) or frozenset(c.name for c in resolved) not in _unique_sets(
+        table
+    ):
+        raise InvalidQueryError(
+            f"conflict_on={[c.name for c in resolved]!r} is not a primary key, unique "
+            f"constraint or unique index of {model.__name__}; an upsert needs one."
+        )
+    return resolved
+
+
+def _on_update_value(column: Column[Any]) -> Any:
+    default = column.onupdate
+    if default is None:
+        return None
+    if default.is_clause_element or default.is_scalar:
+        return default.arg  # type: ignore[attr-defined]  # ColumnDefault.arg
+    if default.is_callable:
+        # SQLAlchemy wraps zero-argument callables to take the execution context
+        return default.arg(None)  # type: ignore[attr-defined]  # ColumnDefault.arg
+    return None
+
+
+def upsert_statement(
+    model: type[Any],
+    dialect_name: str,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[Column[Any]],
+    *,
+    version_column: Column[Any] | None,
+) -> Any:
+    """Build one ORM-enabled upsert of ``rows`` (all with the same keys) returning entities.
+
+    The update branch sets every given column except the conflict and primary-key columns,
+    moves ``onupdate`` columns (such as ``updated_at``) and bumps ``version_column``.
+
+    Raises:
+        InvalidQueryError: The dialect has no native upsert.
+    """
+    insert = _INSERTS.get(dialect_name)
+    if insert is None:
+        raise InvalidQueryError(
+            f"upsert needs INSERT ... ON CONFLICT, which underlay supports on PostgreSQL and "
+            f"SQLite, not {dialect_name}."
+        )
+    columns = column_map(model)
+    statement = insert(model).values(list(rows))
+    table = conflict[0].table
+    fixed = {c.name for c in conflict} | {c.name for c in table.primary_key.columns}
+    given = {columns[key].name for key in rows[0]}
+    set_: dict[Column[Any], ColumnElement[Any] | Any] = {
+        columns[key]: statement.excluded[columns[key].name]
+        for key in rows[0]
+        if columns[key].name not in fixed
+    }
+    for column in table.columns:
+        if column.name not in given and column.name not in fixed and column.onupdate is not None:
+            set_[column] = _on_update_value(column)
+    if version_column is not None:
+        set_[version_column] = version_column + 1
+    if not set_:
+        # DO NOTHING would return no row for an existing key; a no-op update returns it
+        set_[conflict[0]] = statement.excluded[conflict[0].name]
+    return statement.on_conflict_do_update(index_elements=list(conflict), set_=set_).returning(
+        model
+    )

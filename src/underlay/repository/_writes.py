@@ -1,0 +1,478 @@
+"""The write methods of ``SQLAlchemyRepository``: save, update, upsert, bulk insert, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Table, delete, insert, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+
+from underlay.database import record_write
+from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionError
+from underlay.models import utcnow
+from underlay.repository._base import RepositoryBase
+from underlay.repository._copy import copy_rows, copy_supported
+from underlay.repository._query import column_map, values_dict
+from underlay.repository._upsert import conflict_columns, upsert_statement
+from underlay.typing import ModelT
+
+__all__ = ["COPY_THRESHOLD", "WriteMethods"]
+
+#: ``insert_many`` uses COPY on asyncpg from this many rows (with ``method="auto"``).
+COPY_THRESHOLD = 1000
+
+# rows per INSERT ... VALUES statement: stays under SQLite's and PostgreSQL's bind limits
+_MAX_PARAMS = 30000
+
+
+def _groups(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group rows by their key set, keeping order: one executemany needs uniform keys."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
+
+
+class WriteMethods(RepositoryBase[ModelT]):
+    """Writes of ``SQLAlchemyRepository`` (documented there)."""
+
+    @property
+    def _version_column(self) -> Column[Any] | None:
+        column = self._mapper.version_id_col
+        return column if isinstance(column, Column) else None
+
+    @property
+    def _version_key(self) -> str | None:
+        column = self._version_column
+        if column is None:
+            return None
+        return next(key for key, col in column_map(self.model).items() if col is column)
+
+    def _refuse_managed(self, row: Mapping[str, Any], operation: str) -> None:
+        key = self._version_key
+        if key is not None and key in row:
+            raise InvalidQueryError(
+                f"{operation} manages {self.model.__name__}.{key} itself; leave it out."
+            )
+
+    async def _row_exists(self, id: Any, *, live_only: bool) -> bool:
+        criteria = [*self._id_criteria(id), *self.scope]
+        if live_only and self._soft:
+            criteria.append(column_map(self.model)["deleted_at"].is_(None))
+        statement = (
+            select(*self._mapper.primary_key)
+            .where(*criteria)
+            .execution_options(include_deleted=True)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def _load_unloaded(self, entities: Sequence[Any]) -> None:
+        for entity in entities:
+            names = self._unloaded_columns(entity)
+            if names:
+                await self.session.refresh(entity, attribute_names=names)
+
+    # -- save -----------------------------------------------------------------------------
+
+    async def save(self, entity: ModelT | BaseModel) -> ModelT:
+        """Add ``entity`` (or build one from a Pydantic model) and flush it.
+
+        Server-generated values (keys, timestamps, version) are loaded, so reading any
+        column afterwards needs no IO. Changes to an entity already in the session are
+        flushed the same way (a versioned model's version is checked).
+
+        Args:
+            entity: A model instance, or a Pydantic model whose set fields become one.
+
+        Returns:
+            The flushed entity.
+
+        Raises:
+            DuplicateError: A unique constraint rejected it.
+            StaleVersionError: A versioned entity changed in the database meanwhile.
+        """
+        instance = self._entity_from(entity)
+        with self._translated(None):
+            self.session.add(instance)
+            await self.session.flush()
+            await self._load_unloaded([instance])
+        return instance
+
+    async def save_all(self, entities: Iterable[ModelT | BaseModel]) -> list[ModelT]:
+        """Add and flush several entities in one flush; see :meth:`save`."""
+        instances = [self._entity_from(entity) for entity in entities]
+        with self._translated(None):
+            self.session.add_all(instances)
+            await self.session.flush()
+            await self._load_unloaded(instances)
+        return instances
+
+    # -- update ---------------------------------------------------------------------------
+
+    async def update(
+        self,
+        id: Any,
+        values: Mapping[str, Any] | BaseModel,
+        *,
+        expected_version: int | None = None,
+    ) -> ModelT:
+        """Set the given columns of one row in one ``UPDATE``, and return the fresh entity.
+
+        Only the given fields change (for a Pydantic model, the fields that were set);
+        every other column keeps its value *in the database*, whatever the session holds.
+        An entity of this row already in the session is refreshed from the statement's
+        result. For a versioned model the statement also checks the version (from
+        ``expected_version`` or a ``version`` key in ``values``, which is never written as
+        a new value) and increments it.
+
+        Args:
+            id: The primary key.
+            values: The columns to set.
+            expected_version: The version the caller last saw; ``None`` skips the check.
+
+        Returns:
+            The updated entity.
+
+        Raises:
+            InvalidQueryError: Unknown fields, a primary-key field, nothing to set, or a
+                version check on a model without a version column. Raised before any SQL.
+            StaleVersionError: The row exists but is not at ``expected_version``.
+            NotFoundError: No live row has that id (within the repository's scope).
+        """
+        data = values_dict(self.model, values)
+        pk_keys = {
+            key for key, col in column_map(self.model).items() if col.primary_key and key in data
+        }
+        if pk_keys:
+            raise InvalidQueryError(f"update() cannot change the primary key {sorted(pk_keys)}.")
+        version_key, version_column = self._version_key, self._version_column
+        if version_key is not None and version_key in data:
+            given = data.pop(version_key)
+            if expected_version is not None and given != expected_version:
+                raise InvalidQueryError(
+                    f"values[{version_key!r}]={given!r} contradicts "
+                    f"expected_version={expected_version!r}."
+                )
+            expected_version = given
+        if expected_version is not None and version_column is None:
+            raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
+        if not data and version_column is None:
+            raise InvalidQueryError("update() needs at least one value to set.")
+
+        criteria = [*self._id_criteria(id), *self.scope]
+        if self._soft:
+            criteria.append(column_map(self.model)["deleted_at"].is_(None))
+        if version_column is not None and expected_version is not None:
+            criteria.append(version_column == expected_version)
+        statement = update(self.model).where(*criteria).values(**data)
+        if version_column is not None and version_key is not None:
+            statement = statement.values({version_key: version_column + 1})
+
+        with self._translated(id):
+            entity = await self._execute_returning(statement, id)
+            if entity is None:
+                if expected_version is not None and await self._row_exists(id, live_only=True):
+                    raise StaleVersionError(
+                        model=self.model, id=id, expected_version=expected_version
+                    )
+                raise NotFoundError(model=self.model, id=id)
+        return entity
+
+    async def _execute_returning(self, statement: Any, id: Any) -> ModelT | None:
+        """Run a single-row UPDATE, returning the refreshed entity (``None``: no row)."""
+        options = {"synchronize_session": False, "populate_existing": True}
+        if self._dialect.update_returning:
+            result = await self.session.execute(
+                statement.returning(self.model), execution_options=options
+            )
+            entity: ModelT | None = result.scalars().one_or_none()
+            return entity
+        outcome = await self.session.execute(
+            statement, execution_options={"synchronize_session": False}
+        )
+        if getattr(outcome, "rowcount", 0) == 0:
+            return None
+        return await self.session.get(
+            self.model, id, populate_existing=True, execution_options={"include_deleted": True}
+        )
+
+    # -- upsert ---------------------------------------------------------------------------
+
+    async def upsert(
+        self, values: Mapping[str, Any] | BaseModel, *, conflict_on: Sequence[Any]
+    ) -> ModelT:
+        """Insert a row, or update the existing row with the same key, in one statement.
+
+        ``INSERT ... ON CONFLICT (conflict_on) DO UPDATE ... RETURNING``: atomic, so
+        concurrent upserts of one key never raise. The update branch sets the given
+        columns, moves ``updated_at`` and bumps ``version``; a new row starts at version 1.
+
+        Args:
+            values: The row (for a Pydantic model, the fields that were set).
+            conflict_on: Attribute names (or column attributes) of a primary key, unique
+                constraint or unique index.
+
+        Returns:
+            The inserted or updated entity (refreshed if it was already in the session).
+
+        Raises:
+            InvalidQueryError: Unknown fields, ``conflict_on`` not unique, the conflict
+                columns missing from ``values``, or a backend without native upsert.
+        """
+        (entity,) = await self.upsert_many([values], conflict_on=conflict_on)
+        return entity
+
+    async def upsert_many(
+        self,
+        rows: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        conflict_on: Sequence[Any],
+    ) -> list[ModelT]:
+        """Upsert many rows: one statement per batch of rows with the same keys.
+
+        Rows repeating a key are merged first (the last one wins), because one statement
+        cannot touch a row twice. See :meth:`upsert`.
+
+        Returns:
+            One entity per distinct key, in the order the database returned them.
+        """
+        conflict = conflict_columns(self.model, conflict_on)
+        columns = column_map(self.model)
+        conflict_keys = [next(k for k, c in columns.items() if c is col) for col in conflict]
+        merged: dict[Any, dict[str, Any]] = {}
+        for position, raw in enumerate(rows):
+            row = values_dict(self.model, raw)
+            self._refuse_managed(row, "upsert")
+            missing = [key for key in conflict_keys if key not in row]
+            if missing:
+                raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
+            try:
+                identity: Any = tuple(row[key] for key in conflict_keys)
+                hash(identity)
+            except TypeError:
+                identity = position
+            merged.pop(identity, None)
+            merged[identity] = row
+        dialect = self._dialect.name
+        version_column = self._version_column
+        entities: list[ModelT] = []
+        with self._translated(None):
+            for group in _groups(merged.values()):
+                step = max(1, min(1000, _MAX_PARAMS // max(1, len(group[0]))))
+                for start in range(0, len(group), step):
+                    statement = upsert_statement(
+                        self.model,
+                        dialect,
+                        group[start : start + step],
+                        conflict,
+                        version_column=version_column,
+                    )
+                    result = await self.session.execute(
+                        statement, execution_options={"populate_existing": True}
+                    )
+                    entities.extend(result.scalars().all())
+        return entities
+
+    # -- bulk insert ----------------------------------------------------------------------
+
+    async def insert_many(
+        self,
+        rows: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        method: Literal["auto", "values", "copy"] = "auto",
+    ) -> int:
+        """Insert rows without building ORM objects; return how many were inserted.
+
+        ``"values"`` sends a Core ``INSERT`` as one executemany per set of keys (it goes
+        through ``session.execute``, so session events see it). ``"copy"`` streams the rows
+        with PostgreSQL's COPY through asyncpg; columns a row leaves out get their Python
+        default or the server default. ``"auto"`` uses COPY on asyncpg for
+        ``COPY_THRESHOLD`` (1,000) rows or more, else ``"values"``.
+
+        Args:
+            rows: Mappings of attribute names, or Pydantic models.
+            method: ``"auto"``, ``"values"`` or ``"copy"``.
+
+        Returns:
+            The number of rows inserted.
+
+        Raises:
+            InvalidQueryError: Unknown fields, a ``version`` field, or ``"copy"`` where the
+                driver is not asyncpg or a default can only be computed in SQL.
+            DuplicateError: A unique constraint rejected a row (nothing is inserted).
+        """
+        if method not in ("auto", "values", "copy"):
+            raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
+        data = [values_dict(self.model, row) for row in rows]
+        for row in data:
+            self._refuse_managed(row, "insert_many")
+        if not data:
+            return 0
+        dialect = self._dialect
+        table = self._mapper.local_table
+        assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
+        copy_ok = copy_supported(table, dialect)
+        if method == "copy" and not copy_ok:
+            raise InvalidQueryError(
+                "insert_many(method='copy') needs PostgreSQL through asyncpg and columns "
+                "whose defaults are values or Python callables."
+            )
+        columns = column_map(self.model)
+        with self._translated(None):
+            if method == "copy" or (method == "auto" and copy_ok and len(data) >= COPY_THRESHOLD):
+                connection = await self.session.connection()
+                await copy_rows(connection, table, data, columns)
+                record_write(self.session, self.model)
+                return len(data)
+            statement = insert(table)
+            for group in _groups(data):
+                params = [{columns[key].key: value for key, value in row.items()} for row in group]
+                await self.session.execute(statement, params)
+        return len(data)
+
+    # -- delete ---------------------------------------------------------------------------
+
+    async def delete(self, id_or_entity: Any) -> None:
+        """Delete one row: softly for ``SoftDeleteMixin`` models, for real otherwise.
+
+        A soft delete is one ``UPDATE ... SET deleted_at = now WHERE ... AND deleted_at IS
+        NULL`` (it bumps ``version`` on versioned models); deleting again keeps the first
+        timestamp. An entity of the row already in the session is updated too.
+
+        Args:
+            id_or_entity: The primary key or the entity.
+
+        Raises:
+            NotFoundError: No row has that id (within the repository's scope).
+        """
+        if not self._soft:
+            await self.hard_delete(id_or_entity)
+            return
+        id = self._identity(id_or_entity)
+        columns = column_map(self.model)
+        statement = (
+            update(self.model)
+            .where(*self._id_criteria(id), *self.scope, columns["deleted_at"].is_(None))
+            .values(deleted_at=utcnow())
+        )
+        statement = self._bump_version(statement)
+        with self._translated(id):
+            entity = await self._execute_returning(statement, id)
+            if entity is None and not await self._row_exists(id, live_only=False):
+                raise NotFoundError(model=self.model, id=id)
+
+    def _bump_version(self, statement: Any) -> Any:
+        version_column, version_key = self._version_column, self._version_key
+        if version_column is None or version_key is None:
+            return statement
+        return statement.values({version_key: version_column + 1})
+
+    async def hard_delete(self, id_or_entity: Any) -> None:
+        """Delete one row for real, also a soft-deleted one, and detach its entity.
+
+        Passing a loaded entity deletes it through the unit of work (cascades and a
+        versioned model's version check apply); an id sends one ``DELETE``.
+
+        Raises:
+            NotFoundError: No row has that id (within the repository's scope).
+            StaleVersionError: The entity's version no longer matches the row.
+        """
+        id = self._identity(id_or_entity)
+        with self._translated(id):
+            if isinstance(id_or_entity, self.model) and not self.scope:
+                await self.session.delete(id_or_entity)
+                await self.session.flush()
+                return
+            statement = (
+                delete(self.model)
+                .where(*self._id_criteria(id), *self.scope)
+                .execution_options(include_deleted=True, synchronize_session="fetch")
+            )
+            result = await self.session.execute(statement)
+        if getattr(result, "rowcount", 0) == 0:
+            raise NotFoundError(model=self.model, id=id)
+
+    async def restore(self, id_or_entity: Any) -> ModelT:
+        """Undo a soft delete (``deleted_at = NULL``) and return the live entity.
+
+        Restoring a live row changes nothing but the version of a versioned model.
+
+        Raises:
+            InvalidQueryError: The model has no ``SoftDeleteMixin``.
+            NotFoundError: No row has that id (within the repository's scope).
+        """
+        if not self._soft:
+            raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
+        id = self._identity(id_or_entity)
+        statement = (
+            update(self.model)
+            .where(*self._id_criteria(id), *self.scope)
+            .values(deleted_at=None)
+            .execution_options(include_deleted=True)
+        )
+        statement = self._bump_version(statement)
+        with self._translated(id):
+            entity = await self._execute_returning(statement, id)
+        if entity is None:
+            raise NotFoundError(model=self.model, id=id)
+        return entity
+
+    async def delete_where(self, *where: Any) -> int:
+        """Delete every row matching the criteria in one statement; return the count.
+
+        Soft for ``SoftDeleteMixin`` models (rows already deleted are not touched), hard
+        otherwise. Entities of affected rows already in the session are kept in step.
+
+        Args:
+            *where: SQLAlchemy criteria; at least one (pass ``sqlalchemy.true()`` to mean
+                every row).
+
+        Raises:
+            InvalidQueryError: No criteria were given.
+        """
+        if not where:
+            raise InvalidQueryError(
+                "delete_where() needs criteria; pass sqlalchemy.true() to delete every row."
+            )
+        criteria = [*self.scope, *where]
+        with self._translated(None):
+            if not self._soft:
+                result = await self.session.execute(
+                    delete(self.model)
+                    .where(*criteria)
+                    .execution_options(synchronize_session="fetch")
+                )
+                return int(getattr(result, "rowcount", 0))
+            return await self._soft_delete_where(criteria)
+
+    async def _soft_delete_where(self, criteria: list[Any]) -> int:
+        columns = column_map(self.model)
+        statement = self._bump_version(
+            update(self.model)
+            .where(*criteria, columns["deleted_at"].is_(None))
+            .values(deleted_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if not self._dialect.update_returning:
+            result = await self.session.execute(statement)
+            return int(getattr(result, "rowcount", 0))
+        version_column = self._version_column
+        returned = [*self._mapper.primary_key, columns["deleted_at"]]
+        if version_column is not None:
+            returned.append(version_column)
+        rows = (await self.session.execute(statement.returning(*returned))).all()
+        # Keep loaded entities truthful without expiring them (an expired attribute would
+        # need IO in async code): write the new values in as their committed state.
+        width = len(self._mapper.primary_key)
+        identity_map = self.session.sync_session.identity_map
+        for row in rows:
+            key = identity_key(self.model, tuple(row[:width]))
+            entity = identity_map.get(key)
+            if entity is not None:
+                set_committed_value(entity, "deleted_at", row[width])
+                if version_column is not None and self._version_key is not None:
+                    set_committed_value(entity, self._version_key, row[width + 1])
+        return len(rows)
