@@ -1,5 +1,6 @@
 """underlay: a typed, async-first data layer on SQLAlchemy 2.x."""
 
+from underlay._retry import retry_on_conflict
 from underlay._version import __version__
 from underlay.database import Database, DatabaseSession, call_after_commit, record_write
 from underlay.exceptions import (
@@ -21,6 +22,9 @@ from underlay.models import (
     TimestampMixin,
     UTCDateTime,
     VersionedMixin,
+    enable_soft_delete,
+    enable_versioning,
+    live_unique_index,
     mapper_args,
 )
 from underlay.repository import (
@@ -59,8 +63,12 @@ __all__ = [
     "VersionedMixin",
     "__version__",
     "call_after_commit",
+    "enable_soft_delete",
+    "enable_versioning",
+    "live_unique_index",
     "mapper_args",
     "record_write",
+    "retry_on_conflict",
     "to_schema",
     "to_schemas",
 ]

@@ -1,0 +1,51 @@
+"""Models for the soft-delete and optimistic-locking tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from underlay import (
+    Base,
+    SoftDeleteMixin,
+    TimestampMixin,
+    VersionedMixin,
+    live_unique_index,
+)
+from underlay.models import NAMING_CONVENTION
+
+
+class SoftBase(Base):
+    """Tables of these tests only, apart from ``underlay.Base.metadata``."""
+
+    __abstract__ = True
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Author(SoftDeleteMixin, VersionedMixin, TimestampMixin, SoftBase):
+    __tablename__ = "authors"
+    __table_args__ = (live_unique_index("email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(100), default="")
+
+    books: Mapped[list[Book]] = relationship(back_populates="author", order_by="Book.id")
+
+
+class Book(SoftDeleteMixin, SoftBase):
+    __tablename__ = "books"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"), index=True)
+
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+class Counter(VersionedMixin, SoftBase):
+    __tablename__ = "counters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+    label: Mapped[str] = mapped_column(String(50), default="")
