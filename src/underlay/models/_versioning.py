@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, event, inspect, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, attributes
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -86,14 +86,14 @@ def _value_key(key: Any) -> str | None:
     return key if isinstance(key, str) else getattr(key, "key", None)
 
 
-def _bump_versions(state: ORMExecuteState) -> None:
+def _bump_versions(state: ORMExecuteState) -> Result[Any] | None:
     if not (state.is_update and state.is_orm_statement):
-        return
+        return None
     statement = state.statement
     entity = statement.entity_description.get("entity")  # type: ignore[attr-defined]  # an ORM Update here
     mapper = inspect(entity, raiseerr=False) if entity is not None else None
     if not isinstance(mapper, Mapper) or not _versioned_mapper(mapper):
-        return
+        return None
     key = _version_key(mapper)
     if isinstance(state.parameters, list):
         # "Bulk UPDATE by primary key": SQLAlchemy itself matches each row on its version and
@@ -104,7 +104,10 @@ def _bump_versions(state: ORMExecuteState) -> None:
                     f"every row of a bulk UPDATE of {mapper.class_.__name__} needs {key!r}: "
                     "the version the row is expected to have"
                 )
-        return
+        try:
+            return state.invoke_statement()
+        except StaleDataError as exc:
+            raise StaleVersionError(model=mapper.class_) from exc
     # Update has no public accessor for the values it sets.
     values: dict[Any, Any] = dict(statement._values or {})  # type: ignore[attr-defined]
     if statement._maintain_values_ordering:  # type: ignore[attr-defined]
@@ -118,6 +121,7 @@ def _bump_versions(state: ORMExecuteState) -> None:
     if given and isinstance(given[0], BindParameter) and given[0].value is not None:
         statement = statement.where(attribute == given[0].value)
     state.statement = statement
+    return None
 
 
 def enable_versioning(target: SessionTarget) -> None:
