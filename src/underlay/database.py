@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from uuid import uuid4
 
 from sqlalchemy import MetaData, event, text
@@ -25,6 +25,9 @@ from underlay._imports import DRIVER_EXTRAS, require
 from underlay.exceptions import translate_error
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
+
+if TYPE_CHECKING:
+    from underlay.cache import Cache
 
 __all__ = [
     "AFTER_COMMIT_KEY",
@@ -179,7 +182,7 @@ class Database:
         pool_timeout: float = 30,
         pool_recycle: int = 1800,
         pool_pre_ping: bool = True,
-        cache: Any = None,
+        cache: Cache | None = None,
         pgbouncer: bool = False,
         sqlite_busy_timeout: int = 5000,
         **engine_options: Any,
@@ -230,6 +233,10 @@ class Database:
             expire_on_commit=False,
             info={"underlay.database": self},
         )
+        if cache is not None:
+            from underlay.cache._attach import attach  # noqa: PLC0415 - the cache is optional
+
+            attach(self)
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"

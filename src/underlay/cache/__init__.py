@@ -9,11 +9,13 @@ from underlay.cache._codec import Codec, DecodeError, JSONCodec, schema_fingerpr
 from underlay.cache._memory import MemoryCache
 from underlay.cache._protocol import Cache
 from underlay.cache._redis import RedisCache
+from underlay.cache._repository import CachedRepository
 from underlay.cache._stats import CacheStats
 
 __all__ = [
     "Cache",
     "CacheStats",
+    "CachedRepository",
     "Codec",
     "DecodeError",
     "JSONCodec",

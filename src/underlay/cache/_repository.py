@@ -1,0 +1,257 @@
+"""``CachedRepository``: cache-aside reads of a repository, returned as Pydantic schemas."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, Protocol
+
+from sqlalchemy import Select, Table, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapper
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.expression import FromClause
+
+from underlay.cache._attach import session_touches
+from underlay.cache._codec import JSONCodec, schema_fingerprint
+from underlay.cache._keys import lists_namespace, row_namespace, rows_namespace
+from underlay.cache._protocol import Cache
+from underlay.typing import SchemaT
+
+__all__ = ["CachedRepository"]
+
+_KEY_CODEC = JSONCodec()
+# Isolation levels whose every statement sees the latest commits: a loader's view is then
+# never older than the generations read just before it.
+_FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
+
+
+class _Reads(Protocol):
+    """The part of a repository that ``CachedRepository`` reads through."""
+
+    @property
+    def model(self) -> Any: ...  # pragma: no cover - protocol
+
+    @property
+    def session(self) -> AsyncSession: ...  # pragma: no cover - protocol
+
+    async def get(
+        self, id: Any, *, options: Sequence[Any] = ..., include_deleted: bool = ...
+    ) -> Any: ...  # pragma: no cover - protocol
+
+    async def list_all(
+        self,
+        *where: Any,
+        order_by: Any = ...,
+        limit: int | None = ...,
+        offset: int | None = ...,
+        options: Sequence[Any] = ...,
+        include_deleted: bool = ...,
+        filter_by: Mapping[str, Any] | None = ...,
+    ) -> list[Any]: ...  # pragma: no cover - protocol
+
+    def select_statement(
+        self,
+        *where: Any,
+        order_by: Any = ...,
+        limit: int | None = ...,
+        offset: int | None = ...,
+        options: Sequence[Any] = ...,
+        include_deleted: bool = ...,
+        filter_by: Mapping[str, Any] | None = ...,
+    ) -> Select[Any]: ...  # pragma: no cover - protocol
+
+
+class CachedRepository(Generic[SchemaT]):
+    """Cache-aside ``get`` and ``list_all`` over a repository, returning Pydantic schemas.
+
+    Entries are keyed by the model, the repository's full query scope (the SELECT it would
+    send: its base criteria, your criteria, ordering, pagination and loader options) and a
+    fingerprint of ``schema``, so two differently scoped repositories never read each
+    other's entries and a changed schema never reads old shapes. Writes through a
+    :class:`~underlay.Database` created with ``cache=`` invalidate them when they commit.
+
+    A session that has uncommitted changes to the model reads from the database and
+    publishes nothing, so the cache only ever holds committed data. Reads never go through
+    the cache for writes: use the repository itself to write.
+
+    Args:
+        repository: The repository to read through (for example a ``SQLAlchemyRepository``
+            built on the current session).
+        cache: The cache; use the one given to the ``Database``.
+        schema: The Pydantic model returned (and cached) for each entity.
+        ttl: Seconds an entry lives (default: the cache's ``default_ttl``).
+        depends_on: Other mapped classes whose data the schema includes (relationships
+            loaded through ``options``): any write to them invalidates these entries too.
+
+    Example::
+
+        async with db.session() as session:
+            users = CachedRepository(UserRepository(session), cache, schema=UserOut)
+            user = await users.get(user_id)            # UserOut | None
+            admins = await users.list_all(User.role == "admin", order_by="name")
+    """
+
+    def __init__(
+        self,
+        repository: _Reads,
+        cache: Cache,
+        *,
+        schema: type[SchemaT],
+        ttl: float | None = None,
+        depends_on: Iterable[type[Any]] = (),
+    ) -> None:
+        self.repository = repository
+        self.cache = cache
+        self.schema = schema
+        self.ttl = ttl
+        self.mapper: Mapper[Any] = inspect(repository.model)
+        self._fingerprint = schema_fingerprint(schema)
+        self._table = self.mapper.base_mapper.local_table
+        self._dependencies: tuple[FromClause, ...] = tuple(
+            table for model in depends_on for table in inspect(model).tables
+        )
+
+    @property
+    def _session(self) -> AsyncSession:
+        return self.repository.session
+
+    async def get(
+        self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
+    ) -> SchemaT | None:
+        """Return the entity with primary key ``id`` as ``schema``, or ``None``.
+
+        Args:
+            id: The primary key (a tuple for a composite key).
+            options: Loader options, such as ``selectinload(User.posts)`` for a schema that
+                includes the relationship (list its model in ``depends_on``).
+            include_deleted: Also return a soft-deleted row.
+        """
+        scope = self.repository.select_statement(options=options, include_deleted=include_deleted)
+        tables = self._tables(scope)
+        digest = self._digest(scope, options)
+        ident = _KEY_CODEC.encode(id).decode()
+        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
+        namespaces = {
+            row_namespace(self.mapper, id),
+            *(rows_namespace(table) for table in self.mapper.tables),
+            *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
+        }
+
+        async def load() -> Any:
+            entity = await self.repository.get(id, options=options, include_deleted=include_deleted)
+            if entity is None:
+                return None
+            return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
+
+        value = await self._read(key, load, tables, namespaces)
+        return None if value is None else self.schema.model_validate(value)
+
+    async def list_all(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: Mapping[str, Any] | None = None,
+    ) -> list[SchemaT]:
+        """Return the entities matching the criteria as ``schema``; arguments as the repository's.
+
+        Any committed insert, update or delete of the model (or of a ``depends_on`` model)
+        invalidates every cached list of it.
+        """
+        statement = self.repository.select_statement(
+            *where,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            options=options,
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        tables = self._tables(statement)
+        key = f"l:{self._table.fullname}:{self._digest(statement, options)}:{self._fingerprint}"
+
+        async def load() -> Any:
+            entities = await self.repository.list_all(
+                *where,
+                order_by=order_by,
+                limit=limit,
+                offset=offset,
+                options=options,
+                include_deleted=include_deleted,
+                filter_by=filter_by,
+            )
+            return [
+                self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
+                for entity in entities
+            ]
+
+        values = await self._read(key, load, tables, {lists_namespace(t) for t in tables})
+        return [self.schema.model_validate(value) for value in values]
+
+    async def invalidate(self, *ids: Any) -> None:
+        """Invalidate cached entries of this model, for writers that bypass underlay.
+
+        Args:
+            *ids: Primary keys whose entries to drop (and every list). With none, every
+                entry of the model is dropped.
+        """
+        names = {lists_namespace(table) for table in self.mapper.tables}
+        if ids:
+            names.update(row_namespace(self.mapper, ident) for ident in ids)
+        else:
+            names.update(rows_namespace(table) for table in self.mapper.tables)
+        await self.cache.bump_namespace(*names)
+
+    async def _read(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        tables: set[FromClause],
+        namespaces: set[str],
+    ) -> Any:
+        sync = self._session.sync_session
+        if session_touches(sync, tables):
+            # This transaction's own uncommitted rows: neither served stale nor published.
+            return await load()
+        return await self.cache.load(
+            key, load, ttl=self.ttl, namespaces=namespaces, fill=not self._snapshot_may_lag()
+        )
+
+    def _snapshot_may_lag(self) -> bool:
+        """Whether the session's reads may come from a snapshot older than now."""
+        session = self._session
+        if not session.in_transaction():
+            return False
+        engine = session.sync_session.get_bind()
+        level = engine.get_execution_options().get("isolation_level")
+        return (level or engine.dialect.default_isolation_level) not in _FRESH_STATEMENTS
+
+    def _tables(self, statement: Select[Any]) -> set[FromClause]:
+        found: set[FromClause] = {
+            element for element in visitors.iterate(statement) if isinstance(element, Table)
+        }
+        return found | set(self.mapper.tables) | set(self._dependencies)
+
+    def _digest(self, statement: Select[Any], options: Sequence[Any]) -> str:
+        compiled = statement.compile(dialect=self._session.sync_session.get_bind().dialect)
+        parts = [
+            type(self.repository).__qualname__,
+            str(compiled),
+            repr(sorted((name, repr(value)) for name, value in compiled.params.items())),
+            repr(sorted(statement.get_execution_options().items())),
+            *(_describe(option) for option in options),
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def _describe(option: Any) -> str:
+    # Loader options have no stable textual form (their cache keys hold object addresses);
+    # their paths and strategies are what changes the loaded data.
+    parts = [type(option).__qualname__, str(getattr(option, "path", ""))]
+    for item in getattr(option, "context", ()):
+        parts += [str(getattr(item, "path", "")), repr(getattr(item, "strategy", ""))]
+    return "/".join(parts)
