@@ -38,9 +38,14 @@ lint:
 typecheck:
 	$(VENV)/bin/mypy
 
+# The second run is the example application's own suite, from its directory as its users
+# would run it (on SQLite here; tests/integration/test_plugin.py also runs it on PostgreSQL).
 pytest:
 	$(VENV)/bin/coverage erase
 	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
+	cd examples/blog && UNDERLAY_TEST_DATABASE_URL=sqlite+aiosqlite:///blog.db \
+		COVERAGE_FILE=$(abspath .coverage) $(abspath $(VENV))/bin/coverage run \
+		--rcfile=$(abspath pyproject.toml) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/coverage combine --quiet
 	$(VENV)/bin/coverage report
 

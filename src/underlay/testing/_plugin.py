@@ -6,7 +6,6 @@ Enable it in your top-level ``conftest.py`` with ``pytest_plugins = ["underlay.t
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -22,8 +21,12 @@ from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from underlay._imports import require
 from underlay.database import Database, DatabaseSession
 from underlay.models import Base
+
+if TYPE_CHECKING:
+    from underlay.cache import Cache
 
 __all__ = [
     "pytest_addoption",
@@ -278,7 +281,7 @@ async def underlay_session(underlay_db: Database) -> AsyncIterator[DatabaseSessi
 
 
 @pytest_asyncio.fixture
-async def underlay_cache(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+async def underlay_cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     """Yield a cache for one test: a namespaced ``RedisCache``, else a ``MemoryCache``.
 
     Redis is used when ``UNDERLAY_TEST_REDIS_URL`` (or the ``underlay_redis_url`` ini
@@ -286,15 +289,28 @@ async def underlay_cache(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     it, so tests and xdist workers never see each other's entries.
     """
     # Imported on use: the cache layer (and redis) is only needed by tests that ask for it.
-    caches = importlib.import_module("underlay.cache")
+    from underlay.cache import MemoryCache, RedisCache  # noqa: PLC0415
+
     redis_url = _configured(request.config, REDIS_URL_ENV, "underlay_redis_url")
     if redis_url is None:
-        async with caches.MemoryCache() as memory:
+        async with MemoryCache() as memory:
             yield memory
         return
+    # Glob-safe characters only, so the clean-up below can match the prefix literally.
     prefix = f"underlay-test:{_worker()}:{uuid.uuid4().hex}:"
-    async with caches.RedisCache(redis_url, prefix=prefix) as redis:
-        try:
-            yield redis
-        finally:
-            await redis.invalidate_pattern("*")
+    async with RedisCache(redis_url, prefix=prefix) as redis_cache:
+        yield redis_cache
+    await _delete_prefixed(redis_url, prefix)
+
+
+async def _delete_prefixed(url: str, prefix: str) -> None:
+    # Every key the test's cache wrote, including namespace generations, which the cache's
+    # own invalidate_pattern() deliberately keeps.
+    redis_asyncio = require("redis.asyncio", extra="redis")
+    client = redis_asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
