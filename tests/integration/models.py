@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from underlay import Base, TimestampMixin
-from underlay.models import NAMING_CONVENTION
+from underlay import Base, TimestampMixin, UTCDateTime
 
 
-class ModelBase(Base):
-    """Tests get their own metadata, apart from ``underlay.Base.metadata``."""
+def new_base() -> Any:
+    """Return a declarative base with ``underlay.Base``'s conventions and a registry of its own.
 
-    __abstract__ = True
-    metadata = Base.metadata.__class__(naming_convention=NAMING_CONVENTION)
+    Subclasses of ``underlay.Base`` share one registry, so two test modules with a model of the
+    same name would clash in relationship lookups; each test module gets its own base instead.
+    """
+
+    class IsolatedBase(AsyncAttrs, DeclarativeBase):
+        metadata = MetaData(naming_convention=dict(Base.metadata.naming_convention))
+        type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - SQLAlchemy reads it
+
+    return IsolatedBase
+
+
+ModelBase = new_base()
 
 
 class User(TimestampMixin, ModelBase):

@@ -9,21 +9,15 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from tests.integration.models import new_base
 from underlay import (
-    Base,
     SoftDeleteMixin,
     SQLAlchemyRepository,
     TimestampMixin,
     VersionedMixin,
 )
-from underlay.models import NAMING_CONVENTION
 
-
-class RepoBase(Base):
-    """The repository tests' own metadata."""
-
-    __abstract__ = True
-    metadata = Base.metadata.__class__(naming_convention=NAMING_CONVENTION)
+RepoBase = new_base()
 
 
 class Author(TimestampMixin, RepoBase):

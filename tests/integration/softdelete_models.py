@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from tests.integration.models import new_base
 from underlay import (
-    Base,
     SoftDeleteMixin,
     TimestampMixin,
     VersionedMixin,
     live_unique_index,
 )
-from underlay.models import NAMING_CONVENTION
 
-
-class SoftBase(Base):
-    """Tables of these tests only, apart from ``underlay.Base.metadata``."""
-
-    __abstract__ = True
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+SoftBase = new_base()
 
 
 class Author(SoftDeleteMixin, VersionedMixin, TimestampMixin, SoftBase):
