@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction
-from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import BinaryExpression, BindParameter, BooleanClauseList, FromClause
 
 from underlay.cache._keys import lists_namespace, row_namespace, rows_namespace
 from underlay.cache._protocol import Cache
@@ -102,6 +103,12 @@ class _Listeners:
         mapper = state.bind_mapper
         if mapper is not None:
             tables: list[FromClause] = list(mapper.tables)
+            ids = None if state.is_insert else _target_ids(state, mapper)
+            if ids is not None:
+                names = {lists_namespace(table) for table in tables}
+                names.update(row_namespace(mapper, ident) for ident in ids)
+                self.record(state.session, tables, names)
+                return
         else:
             table = getattr(state.statement, "table", None)
             tables = [table] if isinstance(table, FromClause) else []
@@ -149,6 +156,41 @@ def _enclosing(transaction: SessionTransaction | None) -> object:
     while transaction is not None and not transaction.nested:
         transaction = transaction.parent
     return transaction or _ROOT
+
+
+def _target_ids(state: ORMExecuteState, mapper: Mapper[Any]) -> list[Any] | None:
+    """Return the primary keys an UPDATE / DELETE is limited to, or ``None`` if unknown.
+
+    Recognised: bulk-by-primary-key parameter lists, and a WHERE clause that ANDs
+    ``pk = value`` or ``pk IN (values)`` with anything else. Anything else is "any row".
+    """
+    if len(mapper.primary_key) != 1:
+        return None
+    column = mapper.primary_key[0]
+    parameters = state.parameters
+    if isinstance(parameters, list) and parameters:
+        keys = [row.get(column.key) for row in parameters if isinstance(row, dict)]
+        return keys if len(keys) == len(parameters) and None not in keys else None
+    where = getattr(state.statement, "whereclause", None)
+    if where is None:
+        return None
+    clauses = where.clauses if isinstance(where, BooleanClauseList) else [where]
+    if isinstance(where, BooleanClauseList) and where.operator is not operators.and_:
+        return None
+    for clause in clauses:
+        if not (
+            isinstance(clause, BinaryExpression)
+            and isinstance(clause.right, BindParameter)
+            and getattr(clause.left, "key", None) == column.key
+            and getattr(getattr(clause.left, "table", None), "name", None) == column.table.name
+        ):
+            continue
+        value = clause.right.effective_value
+        if clause.operator is operators.eq and value is not None:
+            return [value]
+        if clause.operator is operators.in_op and isinstance(value, list | tuple):
+            return list(value)
+    return None
 
 
 def _all_rows(tables: Iterable[FromClause]) -> set[str]:
