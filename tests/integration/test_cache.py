@@ -160,6 +160,33 @@ class TestGetOrSet:
         assert gate.calls == 1
         assert results == [{"n": 1}] * 100
 
+    async def test_cancelled_loader_hands_over_to_a_waiter(self, cache: BaseCache) -> None:
+        """If the caller running the loader is cancelled, a waiting caller loads instead."""
+        first = Gate("first")
+        leader = asyncio.create_task(cache.get_or_set("k", first))
+        await first.read.wait()
+
+        async def second() -> str:
+            return "second"
+
+        waiter = asyncio.create_task(cache.get_or_set("k", second))
+        await asyncio.sleep(0)  # the waiter joins the leader's load
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert await waiter == "second"
+        assert await cache.get("k") == "second"
+
+    async def test_waiters_get_their_own_copies(self, cache: BaseCache) -> None:
+        """Callers sharing one load each get an independent value (mutations do not leak)."""
+        gate = Gate({"items": [1]})
+        tasks = [asyncio.create_task(cache.get_or_set("k", gate)) for _ in range(3)]
+        await gate.read.wait()
+        gate.release.set()
+        first, second, third = await asyncio.gather(*tasks)
+        first["items"].append(2)
+        assert second == third == {"items": [1]}
+
     @pytest.mark.parametrize("invalidate", ["delete", "bump"], ids=["delete-key", "bump-namespace"])
     async def test_fill_after_invalidation_is_rejected(
         self, cache: BaseCache, invalidate: str

@@ -177,7 +177,7 @@ class TestUnreachable:
             started = time.monotonic()
             async with db.session() as session:
                 await ProductRepository(session).update(1, {"name": "new"})
-            assert time.monotonic() - started < BOUND * 2
+            assert time.monotonic() - started < BOUND * 3  # three attempts, then given up
             assert cache.pending_invalidation
             assert cache.stats.invalidations_lost == 1
             async with Database(backend.url) as plain, plain.session() as session:
@@ -257,7 +257,7 @@ class TestRoundTrips:
     async def test_a_hit_is_one_round_trip(self, redis_server: RedisServer) -> None:
         """A cache hit, through get or get_or_set, is one request to Redis."""
         pool = ConnectionPool.from_url(redis_server.url, connection_class=CountingConnection)
-        client = Redis(connection_pool=pool)
+        client = Redis.from_pool(pool)  # owns the pool: closing the client closes it
         cache = RedisCache(client=client, prefix="trips:")
 
         async def loader() -> int:

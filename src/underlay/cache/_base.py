@@ -37,6 +37,10 @@ MISS: Final = 0
 CORRUPT: Final = -1
 
 
+class _LeaderGoneError(Exception):
+    """The caller loading a key was cancelled; a waiting caller loads instead."""
+
+
 class _Failed:
     """The result of a cache operation that failed, timed out or was skipped."""
 
@@ -109,7 +113,7 @@ class BaseCache(abc.ABC):
         self._breaker = CircuitBreaker(threshold=failure_threshold, cooldown=cooldown)
         # Flights by key, tagged with the local invalidation sequence when they started: a
         # caller arriving after this process invalidated something starts a new load.
-        self._flights: dict[str, tuple[int, asyncio.Future[Any]]] = {}
+        self._flights: dict[str, tuple[int, asyncio.Future[bytes]]] = {}
         self._sequence = 0
         self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
         self._recovery: asyncio.Task[None] | None = None
@@ -325,15 +329,31 @@ class BaseCache(abc.ABC):
         """
         names = check_namespaces(namespaces)
         if not fill:
-            return await self._load(key, loader, ttl, names, fill=False)
-        flight = self._flights.get(key)
-        if flight is None or flight[0] != self._sequence or flight[1].done():
-            future = asyncio.ensure_future(self._load(key, loader, ttl, names, fill=True))
-            flight = (self._sequence, future)
-            self._flights[key] = flight
-            future.add_done_callback(lambda done: self._landed(key, done))
-        # Shielded: a cancelled caller must not cancel the load the other waiters share.
-        return await asyncio.shield(flight[1])
+            return (await self._load(key, loader, ttl, names, fill=False))[0]
+        while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
+            try:
+                # Shielded: a waiter that is cancelled must not cancel the shared result.
+                payload = await asyncio.shield(flight[1])
+            except _LeaderGoneError:
+                continue  # the loading caller was cancelled: the next waiter loads
+            return self.codec.decode(payload)
+        # This caller loads, in its own task and session; later callers wait for its result.
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        flight = (self._sequence, future)
+        self._flights[key] = flight
+        try:
+            value, payload = await self._load(key, loader, ttl, names, fill=True)
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            future.set_exception(_LeaderGoneError() if cancelled else exc)
+            future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
+            raise
+        else:
+            future.set_result(payload)
+            return value
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
 
     @property
     def pending_invalidation(self) -> bool:
@@ -361,13 +381,6 @@ class BaseCache(abc.ABC):
         await self.aclose()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _landed(self, key: str, done: asyncio.Future[Any]) -> None:
-        current = self._flights.get(key)
-        if current is not None and current[1] is done:
-            del self._flights[key]
-        if not done.cancelled():
-            done.exception()  # retrieved here so an unawaited failure is not reported twice
 
     def _ttl_ms(self, ttl: float | None) -> int:
         seconds = self.default_ttl if ttl is None else ttl
@@ -402,13 +415,14 @@ class BaseCache(abc.ABC):
         names: tuple[str, ...],
         *,
         fill: bool,
-    ) -> Any:
+    ) -> tuple[Any, bytes]:
+        """Look up, else load and fill; return the value and its encoded form."""
         token = secrets.token_hex(8) if fill else None
         lookup = await self._guarded_read(lambda: self._lookup(key, names, token))
         if not isinstance(lookup, _Failed):
             value = await self._decoded(key, lookup)
-            if not isinstance(value, _Failed):
-                return value
+            if not isinstance(value, _Failed) and lookup.payload is not None:
+                return value, lookup.payload
         else:
             self.stats.misses += 1
         try:
@@ -433,7 +447,7 @@ class BaseCache(abc.ABC):
                 elif stored is False:
                     self.stats.fill_rejected += 1
                     logger.debug("fill of %r rejected: invalidated while loading", key)
-        return self.codec.decode(payload)
+        return self.codec.decode(payload), payload
 
     async def _attempt(self, operation: Callable[[], Awaitable[R]], deadline: float | None) -> Any:
         if not self._breaker.allow():
