@@ -20,6 +20,7 @@ from tests.integration.test_cache import drop_prefix, make_cache
 from underlay import (
     Database,
     DuplicateError,
+    SoftDeleteMixin,
     SQLAlchemyRepository,
     TimestampMixin,
     UTCDateTime,
@@ -52,6 +53,23 @@ class Review(CacheBase):
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("cache_products.id"))
     stars: Mapped[int]
+
+
+class Note(SoftDeleteMixin, CacheBase):
+    __tablename__ = "cache_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(100))
+
+
+class NoteOut(BaseModel):
+    id: int
+    text: str
+    deleted_at: dt.datetime | None
+
+
+class NoteRepository(SQLAlchemyRepository[Note]):
+    pass
 
 
 class ProductOut(BaseModel):
@@ -410,6 +428,53 @@ class TestRollback:
                 await session.execute(update(Product).where(Product.id == 1).values(name="dup"))
                 session.add(Product(id=1, name="clash", price=Decimal(1)))
         assert cache.stats.invalidations == delivered
+
+
+class TestSoftDelete:
+    async def test_soft_delete_invalidates_and_scopes_stay_apart(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """A soft delete hides the row from cached reads; include_deleted reads are their own."""
+
+        async def notes(**options: Any) -> tuple[NoteOut | None, list[str]]:
+            async with cdb.session() as session:
+                one = await CachedRepository(NoteRepository(session), cache, schema=NoteOut).get(
+                    1, **options
+                )
+            async with cdb.session() as session:
+                repo = CachedRepository(NoteRepository(session), cache, schema=NoteOut)
+                return one, [n.text for n in await repo.list_all(**options)]
+
+        async with cdb.session() as session:
+            session.add(Note(id=1, text="hello"))
+        live, texts = await notes()
+        assert live is not None
+        assert texts == ["hello"]
+        async with cdb.session() as session:
+            await NoteRepository(session).delete(1)
+        assert await notes() == (None, [])
+        deleted, texts = await notes(include_deleted=True)
+        assert deleted is not None
+        assert deleted.deleted_at is not None
+        assert texts == ["hello"]
+        assert await notes() == (None, [])
+
+
+class TestSnapshots:
+    async def test_read_from_an_old_snapshot_is_not_published(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """A transaction that started before a commit never caches what it still sees."""
+        async with cdb.session() as reader:
+            await reader.execute(text("SELECT count(*) FROM cache_products"))  # snapshot taken
+            async with cdb.session() as writer:
+                await ProductRepository(writer).update(1, {"name": "new"})
+            seen = await cached(reader, cache).get(1)
+            assert seen is not None
+            assert seen.name in {"lamp", "new"}  # "lamp" where the snapshot is transaction-wide
+        fresh = await read(cdb, cache)
+        assert fresh is not None
+        assert fresh.name == "new"
 
 
 class TestStaleFill:
