@@ -65,6 +65,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.directory),
                 "--dbfilename", "dump.rdb",
+                "--enable-debug-command", "local",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -241,6 +242,30 @@ class TestRestart:
             assert value == 1
         finally:
             await cache.aclose()
+
+
+class TestSlowServer:
+    async def test_timed_out_reply_is_never_read_by_the_next_call(
+        self, redis_server: RedisServer
+    ) -> None:
+        """After a read times out, the next read gets its own reply, not the late one."""
+        cache = RedisCache(redis_server.url, prefix="slow:", timeout=0.05)
+        blocker = Redis.from_url(redis_server.url)
+        try:
+            await cache.set_many({"first": "one", "second": "two"})
+            assert await cache.get("first") == "one"  # the connection exists now
+            stall = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "1"))
+            while not stall.done():
+                if await cache.get("first") is None:
+                    break  # timed out while the server was busy: a miss
+            else:
+                pytest.fail("the server never stalled")
+            await stall
+            assert await cache.get("second") == "two"
+            assert cache.stats.errors == 1
+        finally:
+            await cache.aclose()
+            await blocker.aclose()
 
 
 class CountingConnection(RedisConnection):
