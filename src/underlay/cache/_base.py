@@ -469,7 +469,7 @@ class BaseCache(abc.ABC):
 
     async def _guarded_read(self, operation: Callable[[], Awaitable[R]]) -> R | _Failed:
         """Run a read (or fill): fail open within the deadline, and never before recovery."""
-        if self._lost and not await self._recover():
+        if self._lost and not await self._recover(self.timeout):
             self.stats.skipped += 1
             return FAILED
         result: R | _Failed = await self._attempt(operation, self.timeout)
@@ -484,7 +484,7 @@ class BaseCache(abc.ABC):
         self._sequence += 1
         if self._lost:
             # The epoch bump owed for an earlier loss invalidates this key as well.
-            if not await self._recover():
+            if not await self._recover(self.invalidation_timeout):
                 self._lose()
             return
         for attempt in range(self.invalidation_attempts):
@@ -504,12 +504,12 @@ class BaseCache(abc.ABC):
         if self._recovery is None or self._recovery.done():
             self._recovery = asyncio.get_running_loop().create_task(self._recover_loop())
 
-    async def _recover(self) -> bool:
+    async def _recover(self, deadline: float | None) -> bool:
         """Bump the epoch owed for lost invalidations; return whether none is owed any more."""
         owed = self._lost
         if not owed:
             return True
-        result = await self._attempt(lambda: self._bump((), epoch=True), self.invalidation_timeout)
+        result = await self._attempt(lambda: self._bump((), epoch=True), deadline)
         if isinstance(result, _Failed):
             return False
         if self._lost == owed:  # a loss recorded meanwhile may predate the bump's effect
@@ -524,4 +524,4 @@ class BaseCache(abc.ABC):
         interval = min(1.0, self._breaker.cooldown)
         while self._lost:
             await asyncio.sleep(interval)
-            await self._recover()
+            await self._recover(self.invalidation_timeout)
