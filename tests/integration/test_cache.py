@@ -204,6 +204,16 @@ class TestGetOrSet:
         assert cache.stats.fill_rejected == 1
         assert await cache.get("k") is None
 
+    async def test_pattern_invalidation_voids_fills_in_flight(self, cache: BaseCache) -> None:
+        """A load in flight for a key matched by invalidate_pattern is not stored."""
+        gate = Gate("old")
+        task = asyncio.create_task(cache.get_or_set("user:1", gate))
+        await gate.read.wait()
+        await cache.invalidate_pattern("user:*")
+        gate.release.set()
+        assert await task == "old"
+        assert await cache.get("user:1") is None
+
     async def test_caller_after_local_invalidation_does_not_join_old_load(
         self, cache: BaseCache
     ) -> None:
