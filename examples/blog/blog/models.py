@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from underlay import Base, SoftDeleteMixin, TimestampMixin, VersionedMixin
+from underlay import Base, SoftDeleteMixin, TimestampMixin, VersionedMixin, live_unique_index
 
 
 class User(TimestampMixin, SoftDeleteMixin, Base):
@@ -16,16 +16,8 @@ class User(TimestampMixin, SoftDeleteMixin, Base):
     name: Mapped[str] = mapped_column(String(100))
     posts: Mapped[list[Post]] = relationship(back_populates="author", lazy="raise")
 
-    __table_args__ = (
-        # An address is unique among live users only: a deleted user's address can sign up again.
-        Index(
-            "uq_users_email_live",
-            "email",
-            unique=True,
-            postgresql_where=text("deleted_at IS NULL"),
-            sqlite_where=text("deleted_at IS NULL"),
-        ),
-    )
+    # An address is unique among live users only: a closed account's address can sign up again.
+    __table_args__ = (live_unique_index("email"),)
 
 
 class Post(TimestampMixin, VersionedMixin, Base):

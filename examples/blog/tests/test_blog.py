@@ -23,6 +23,14 @@ class TestUsers:
         with pytest.raises(DuplicateError):
             await services.sign_up(underlay_session, "ada@example.com", "Ada again")
 
+    async def test_closed_account_is_hidden(self, underlay_session):
+        """A closed account is soft-deleted: reads no longer return it, the row stays."""
+        user = await services.sign_up(underlay_session, "ada@example.com", "Ada")
+        await services.close_account(underlay_session, user.id)
+        users = services.UserRepository(underlay_session)
+        assert await users.get(user.id) is None
+        assert (await users.get(user.id, include_deleted=True)).deleted_at is not None
+
     async def test_closed_account_frees_the_address(self, underlay_session):
         """After an account is closed its address can sign up again (partial unique index)."""
         first = await services.sign_up(underlay_session, "ada@example.com", "Ada")
@@ -55,6 +63,21 @@ class TestPosts:
         with pytest.raises(StaleVersionError):
             await services.edit(underlay_session, post.id, title="Late", expected_version=1)
         assert (await underlay_session.get(Post, post.id)).title == "Hi"
+
+    async def test_posts_by_pages_newest_first(self, underlay_session):
+        """An author's posts come back newest first, in pages that neither skip nor repeat."""
+        user = await services.sign_up(underlay_session, "bob@example.com", "Bob")
+        published = [
+            (await services.publish(underlay_session, user.id, f"post {i}")).id for i in range(5)
+        ]
+        seen, after = [], None
+        for _ in range(len(published)):  # bounded: a cursor bug must fail, not loop forever
+            page = await services.posts_by(underlay_session, user.id, after=after, limit=2)
+            seen += [post.id for post in page.items]
+            if not page.has_more:
+                break
+            after = page.next_cursor
+        assert seen == sorted(published, reverse=True)
 
     async def test_post_counts_is_one_query(self, underlay_session):
         """Counting posts per user sends a single statement whatever the number of users."""
