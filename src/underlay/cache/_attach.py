@@ -118,7 +118,8 @@ class _Listeners:
     def before_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
             return  # releasing a savepoint: the outer transaction may still roll back
-        for model, ids in session.info.pop(WRITES_KEY, ()):
+        # Read, not popped: other listeners may consume the same records at commit.
+        for model, ids in session.info.get(WRITES_KEY, ()):
             mapper: Mapper[Any] = inspect(model)
             tables = list(mapper.tables)
             if ids is None:
@@ -142,6 +143,7 @@ class _Listeners:
         if transaction.parent is None:
             # The delivery scheduled for this transaction holds its own reference.
             session.info.pop(_TRACKER, None)
+            session.info.pop(WRITES_KEY, None)  # they belonged to the transaction that ended
             return
         writes = session.info.get(_TRACKER)
         if writes is not None and transaction.nested:
