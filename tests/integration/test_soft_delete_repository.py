@@ -53,6 +53,10 @@ class TestReads:
             assert await authors.count() == 1
             assert await authors.exists(Author.id == 2) is False
             assert await authors.exists(Author.id == 1) is True
+            page = await authors.page(order_by=Author.id)
+            assert (page.total, [a.id for a in page.items]) == (1, [1])
+            cursor_page = await authors.paginate(order_by=Author.id, limit=10)
+            assert [a.id for a in cursor_page.items] == [1]
 
     async def test_include_deleted_reads(self, seeded: Database) -> None:
         """include_deleted=True on every read returns the deleted row too."""
@@ -84,6 +88,11 @@ class TestDeletes:
             assert first is not None
             await AuthorRepository(session).delete(2)
             assert await _raw_deleted_at(session, 2) == first
+            version = await session.scalar(
+                select(Author.version).where(Author.id == 2).execution_options(include_deleted=True)
+            )
+        # created at 1, bumped once by the first delete, not by the second
+        assert version == 2
 
     async def test_restore(self, seeded: Database) -> None:
         """restore brings the row back into every read."""
