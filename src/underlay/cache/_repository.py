@@ -108,6 +108,7 @@ class CachedRepository(Generic[SchemaT]):
         self.mapper: Mapper[Any] = inspect(repository.model)
         self._fingerprint = schema_fingerprint(schema)
         self._table = self.mapper.base_mapper.local_table
+        self._scopes: dict[tuple[Any, ...], tuple[str, set[FromClause]]] = {}
         self._dependencies: tuple[FromClause, ...] = tuple(
             table for model in depends_on for table in inspect(model).tables
         )
@@ -127,9 +128,14 @@ class CachedRepository(Generic[SchemaT]):
                 includes the relationship (list its model in ``depends_on``).
             include_deleted: Also return a soft-deleted row.
         """
-        scope = self.repository.select_statement(options=options, include_deleted=include_deleted)
-        tables = self._tables(scope)
-        digest = self._digest(scope, options)
+        memo = (include_deleted, *(_describe(option) for option in options))
+        if memo not in self._scopes:
+            # The scope does not depend on the id: compile it once per repository object.
+            scope = self.repository.select_statement(
+                options=options, include_deleted=include_deleted
+            )
+            self._scopes[memo] = (self._digest(scope, options), self._tables(scope))
+        digest, tables = self._scopes[memo]
         ident = _KEY_CODEC.encode(id).decode()
         key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
         namespaces = {
