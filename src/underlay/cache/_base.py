@@ -326,6 +326,16 @@ class BaseCache(abc.ABC):
 
         ``fill=False`` suits loaders whose view of the data may be older than the cache's
         (a long-running transaction's snapshot): their result is returned, not published.
+
+        Args:
+            key: The key.
+            loader: A zero-argument coroutine function producing the value.
+            ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
+            namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
+            fill: Store the loaded value (guarded as in :meth:`get_or_set`).
+
+        Returns:
+            The cached or freshly loaded value.
         """
         names = check_namespaces(namespaces)
         if not fill:

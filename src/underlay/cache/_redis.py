@@ -33,8 +33,9 @@ class RedisCache(BaseCache):
       ``invalidation_timeout`` each; one that still fails makes the cache bump its epoch (all
       entries invalid) as soon as Redis answers again, before this process reads from it.
 
-    Values are JSON (never pickle). The namespace counters are read by the scripts, which
-    needs a single Redis server (or Sentinel), not Redis Cluster.
+    Values are JSON (never pickle); replies are parsed by hiredis when it is installed. The
+    namespace counters are read by the scripts, which needs a single Redis server (or
+    Sentinel), not Redis Cluster.
 
     Args:
         url: A ``redis://`` or ``rediss://`` URL (ignored when ``client`` is given).
