@@ -323,11 +323,3 @@ class TestOtherSessions:
             enable_soft_delete(one)
             assert len((await one.scalars(select(Author))).all()) == 2
             assert len((await other.scalars(select(Author))).all()) == 3
-
-    @pytest.mark.parametrize(
-        "target", [Session, AsyncSession], ids=["sync-session-class", "async-session-class"]
-    )
-    def test_refuses_global_session_class(self, target: type) -> None:
-        """The global Session class is refused: it would filter every session in the process."""
-        with pytest.raises(ValueError, match="Session"):
-            enable_soft_delete(target)

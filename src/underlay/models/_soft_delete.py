@@ -153,7 +153,8 @@ def mark_installed(target: Session | type[Session], name: str) -> bool:
     new session class can reuse the id of a collected one whose entries are not purged yet.
     """
     if isinstance(target, type):
-        flags: set[str] = target.__dict__.get("_underlay_installed", set())
+        # getattr, not __dict__: class-level listeners also fire for subclasses.
+        flags: frozenset[str] = getattr(target, "_underlay_installed", frozenset())
         if name in flags:
             return False
         target._underlay_installed = flags | {name}  # type: ignore[attr-defined]  # our own marker
