@@ -118,6 +118,24 @@ class TestTwoSessions:
         assert (info.value.model, info.value.id, info.value.expected_version) == (Counter, 2, 1)
         assert [await _row(db, id) for id in (1, 2, 3)] == [(0, 1), (50, 2), (0, 1)]
 
+    async def test_unidentified_stale_row_still_names_model(self) -> None:
+        """In-memory SQLite (one shared connection) cannot look rows up: the model is named."""
+        async with Database("sqlite+aiosqlite:///:memory:") as db:
+            await db.create_all(SoftBase.metadata)
+            for id in (1, 2):
+                await _counter(db, id=id)
+            async with db.session() as session:
+                held = (await session.scalars(select(Counter).order_by(Counter.id))).all()
+            async with db.session() as session:
+                await session.execute(update(Counter).where(Counter.id == 2).values(value=5))
+            with pytest.raises(StaleVersionError) as info:
+                async with db.session() as session:
+                    session.add_all(held)
+                    for counter in held:
+                        counter.value = 7
+            assert (info.value.model, info.value.id) == (Counter, None)
+            assert [await _row(db, id) for id in (1, 2)] == [(0, 1), (5, 2)]
+
 
 class TestAssignedVersion:
     async def test_assigned_stale_version_is_rejected(self, db: Database) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import and_, event, inspect, select
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, attributes
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from underlay.exceptions import InvalidQueryError, StaleVersionError
@@ -170,7 +171,12 @@ def _stale_version_error(
     session: Session, candidates: list[tuple[Mapper[Any], tuple[Any, ...], Any]]
 ) -> StaleVersionError:
     if len(candidates) > 1:
-        candidates = _find_stale(session, candidates) or candidates[:0]
+        stale = _find_stale(session, candidates)
+        if not stale:
+            models = {mapper.class_ for mapper, _, _ in candidates}
+            # Not identified: still name the model when every candidate shares it.
+            return StaleVersionError(model=models.pop() if len(models) == 1 else None)
+        candidates = stale
     if not candidates:
         return StaleVersionError()
     mapper, identity, expected = candidates[0]
@@ -189,6 +195,10 @@ def _find_stale(
     # whose version is no longer the expected one. Best effort: the error is raised anyway.
     try:
         bind = session.get_bind(candidates[0][0])
+        if isinstance(bind, Engine) and isinstance(bind.pool, SingletonThreadPool | StaticPool):
+            # Its "new" connection would be the session's own, and returning it to the pool
+            # would roll back an enclosing transaction that is still alive (a savepoint case).
+            return []
         if isinstance(bind, Engine):
             with bind.connect() as conn:
                 return _compare_versions(conn, candidates)
