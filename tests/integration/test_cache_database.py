@@ -477,6 +477,41 @@ class TestSnapshots:
         assert fresh.name == "new"
 
 
+class TestIdentityMap:
+    async def test_objects_held_by_the_session_are_not_published(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """A session holding an object loaded before a commit never caches its old state."""
+        session = cdb.sessionmaker()
+        try:
+            held = await ProductRepository(session).get(1)  # now in the identity map
+            assert held is not None
+            await session.commit()  # objects are not expired: they keep what they loaded
+            async with cdb.session() as writer:
+                await ProductRepository(writer).update(1, {"name": "new"})
+            await cached(session, cache).get(1)
+            await cached(session, cache).list_all()
+        finally:
+            await session.close()
+        fresh = await read(cdb, cache)
+        assert fresh is not None
+        assert fresh.name == "new"
+        assert await names(cdb, cache) == ["new"]
+
+    async def test_cached_reads_leave_the_identity_map_as_they_found_it(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """Objects a cached read loaded are let go; objects the caller loaded stay."""
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal(1)))
+        async with cdb.session() as session:
+            mine = await session.get(Product, 2)
+            assert mine is not None
+            await cached(session, cache).get(1)
+            await cached(session, cache).list_all()
+            assert list(session.identity_map.values()) == [mine]
+
+
 class TestStaleFill:
     async def test_slow_reader_cannot_put_old_data_back(
         self, cdb: Database, cache: BaseCache

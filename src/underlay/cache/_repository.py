@@ -8,7 +8,7 @@ from typing import Any, Generic, Protocol
 
 from sqlalchemy import Select, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
@@ -223,9 +223,23 @@ class CachedRepository(Generic[SchemaT]):
         if session_touches(sync, tables):
             # This transaction's own uncommitted rows: neither served stale nor published.
             return await load()
-        return await self.cache.load(
-            key, load, ttl=self.ttl, namespaces=namespaces, fill=not self._snapshot_may_lag()
-        )
+        # Objects the session already holds are returned as they were loaded (the ORM does
+        # not overwrite them), possibly before a later commit: such loads are not published.
+        fill = not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
+
+        async def detached() -> Any:
+            # The caller gets schemas, never these objects: drop the ones this load added,
+            # so they cannot hold later cached reads in this session back from filling.
+            before = set(sync.identity_map.keys())
+            try:
+                return await load()
+            finally:
+                for added in set(sync.identity_map.keys()) - before:
+                    obj = sync.identity_map.get(added)
+                    if obj is not None:
+                        sync.expunge(obj)
+
+        return await self.cache.load(key, detached, ttl=self.ttl, namespaces=namespaces, fill=fill)
 
     def _snapshot_may_lag(self) -> bool:
         """Whether the session's reads may come from a snapshot older than now."""
@@ -252,6 +266,17 @@ class CachedRepository(Generic[SchemaT]):
             *(_describe(option) for option in options),
         ]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def _holds_rows_of(session: Session, tables: set[FromClause]) -> bool:
+    """Whether the session's identity map holds an object stored in any of ``tables``."""
+    seen: set[type[Any]] = set()
+    for cls, *_ in list(session.identity_map.keys()):
+        if cls not in seen:
+            seen.add(cls)
+            if tables.intersection(inspect(cls).tables):
+                return True
+    return False
 
 
 def _describe(option: Any) -> str:
