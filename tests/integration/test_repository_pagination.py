@@ -57,8 +57,22 @@ async def _walk(repo: AuthorRepository, *where: Any, **kwargs: Any) -> list[list
 class TestKeyset:
     @pytest.mark.parametrize(
         "order_by",
-        ["-rank", "rank,-email", "-name,rank", [Author.rank.desc(), Author.email]],
-        ids=["desc-non-unique", "mixed", "two-non-unique", "expressions"],
+        [
+            "-rank",
+            "rank,-email",
+            "-name,rank",
+            [Author.rank.desc(), Author.email],
+            "-created_at",
+            "created_at,-rank",
+        ],
+        ids=[
+            "desc-non-unique",
+            "mixed",
+            "two-non-unique",
+            "expressions",
+            "server-timestamp-desc",
+            "server-timestamp-asc",
+        ],
     )
     async def test_pages_match_full_ordering(self, db: Database, order_by: Any) -> None:
         """Concatenated pages equal the full ordering (primary key as the tie-breaker)."""

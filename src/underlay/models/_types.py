@@ -68,8 +68,10 @@ def _utcnow_postgresql(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str
 
 @compiles(utcnow, "sqlite")
 def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    # CURRENT_TIMESTAMP has one-second resolution on SQLite
-    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+    # CURRENT_TIMESTAMP has one-second resolution on SQLite. Pad %f (milliseconds) to the six
+    # fractional digits SQLAlchemy writes for bound datetimes: values are compared as text, so
+    # '...:07.688' would sort below an equal '...:07.688000' and equality would never hold.
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 
 
 @compiles(utcnow, "mysql")
