@@ -57,6 +57,17 @@ class Reading(RepoBase):
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 4))
 
 
+class Tag(RepoBase):
+    """No mixins; columns with Python-side on-update values (a constant and a callable)."""
+
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default="new", onupdate="changed")
+    note: Mapped[str] = mapped_column(String(20), default="", onupdate=lambda: "by callable")
+
+
 class AuthorRepository(SQLAlchemyRepository[Author]):
     sortable_fields = ("created_at", "name", "rank", "email")
     filterable_fields = ("email", "name", "rank", "tenant")
@@ -70,3 +81,7 @@ class ArticleRepository(SQLAlchemyRepository[Article]):
 class ReadingRepository(SQLAlchemyRepository[Reading]):
     sortable_fields = ("taken_at", "amount", "sensor")
     filterable_fields = ("sensor",)
+
+
+class TagRepository(SQLAlchemyRepository[Tag]):
+    pass

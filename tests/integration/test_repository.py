@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 from sqlalchemy import MetaData, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import selectinload
 
+from tests.conftest import Backend
 from tests.integration.repo_models import (
     Article,
     ArticleRepository,
@@ -26,6 +28,8 @@ from underlay import (
     NotFoundError,
     SQLAlchemyRepository,
     StaleVersionError,
+    to_schema,
+    to_schemas,
 )
 from underlay.testing import assert_max_queries, count_queries
 
@@ -176,6 +180,17 @@ class TestReads:
                 await repo.delete(other.id)
         async with db.session() as session:
             assert (await AuthorRepository(session).get_one(other.id)).name == ""
+            scoped = AuthorRepository(session, where=[Author.tenant == "t2"])
+            assert (await scoped.get_one(other.id, for_update=True)).tenant == "t2"
+
+    @pytest.mark.parametrize(
+        "kwargs", [{"limit": -1}, {"offset": -5}], ids=["negative-limit", "negative-offset"]
+    )
+    async def test_negative_slices_refused(self, db: Database, kwargs: dict[str, int]) -> None:
+        """Negative limit or offset raise InvalidQueryError."""
+        async with db.session() as session:
+            with pytest.raises(InvalidQueryError):
+                await AuthorRepository(session).list_all(**kwargs)
 
 
 class TestSave:
@@ -207,14 +222,48 @@ class TestSave:
             async with db.session() as session:
                 await AuthorRepository(session).save(Author(email="a0@example.com"))
 
-    async def test_plain_async_session_errors_translated(self, db: Database) -> None:
-        """With a user's own AsyncSession, errors still leave as underlay errors."""
+    async def test_plain_async_session_errors_translated(
+        self, db: Database, backend: Backend
+    ) -> None:
+        """On a user's own engine and AsyncSession, errors still leave as underlay errors."""
         await _authors(db, 1)
-        async with AsyncSession(db.engine) as session:
-            repo = AuthorRepository(session)
-            with pytest.raises(DuplicateError):
-                await repo.save(Author(email="a0@example.com"))
-            await session.rollback()
+        engine = create_async_engine(backend.url)  # no underlay error hook on this engine
+        try:
+            async with AsyncSession(engine) as session:
+                repo = AuthorRepository(session)
+                with pytest.raises(DuplicateError) as info:
+                    await repo.save(Author(email="a0@example.com"))
+                assert info.value.model is Author
+                assert isinstance(info.value.__cause__, IntegrityError)
+                await session.rollback()
+                with pytest.raises(DuplicateError):
+                    await repo.insert_many([{"email": "a0@example.com"}], method="values")
+        finally:
+            await engine.dispose()
+
+
+class TestSchemas:
+    async def test_to_schema_reads_declared_fields_only(self, db: Database) -> None:
+        """to_schema ignores unloaded lazy='raise' relationships the schema does not name."""
+
+        class AuthorOut(BaseModel):
+            id: int
+            email: str
+
+        class AuthorWithArticles(AuthorOut):
+            articles: list[Any]
+
+        (author,) = await _authors(db, 1)
+        async with db.session() as session:
+            loaded = await AuthorRepository(session).get_one(author.id)
+            assert to_schema(loaded, AuthorOut) == AuthorOut(id=author.id, email=author.email)
+            assert to_schemas([loaded], AuthorOut)[0].email == author.email
+            with pytest.raises(Exception, match="lazy='raise'"):
+                to_schema(loaded, AuthorWithArticles)
+            eager = await AuthorRepository(session).get_one(
+                author.id, options=[selectinload(Author.articles)], for_update=True
+            )
+            assert to_schema(eager, AuthorWithArticles).articles == []
 
 
 class TestUpdate:

@@ -21,8 +21,15 @@ from tests.integration.repo_models import (
     Reading,
     ReadingRepository,
     RepoBase,
+    TagRepository,
 )
-from underlay import Database, DuplicateError, InvalidQueryError, NotFoundError
+from underlay import (
+    Database,
+    DuplicateError,
+    InvalidQueryError,
+    NotFoundError,
+    StaleVersionError,
+)
 from underlay.database import WRITES_KEY
 from underlay.testing import assert_max_queries, count_queries
 
@@ -136,6 +143,17 @@ class TestUpsert:
                 await repo.upsert(values, conflict_on=conflict_on)
             assert counter.count == 0
 
+    async def test_key_only_upsert_and_python_onupdate(self, db: Database) -> None:
+        """An upsert naming only the key returns the existing row; on-update values apply."""
+        async with db.session() as session:
+            repo = TagRepository(session)
+            first = await repo.upsert({"name": "x"}, conflict_on=["name"])
+            assert (first.state, first.note) == ("new", "")
+            again = await repo.upsert({"name": "x"}, conflict_on=["name"])
+            assert again.id == first.id
+            assert (again.state, again.note) == ("changed", "by callable")
+            assert await repo.count() == 1
+
     async def test_concurrent_upserts_on_one_key(self, db: Database) -> None:
         """20 concurrent upserts of one key in separate sessions leave one row, no errors."""
 
@@ -180,6 +198,15 @@ class TestInsertMany:
             assert {a.version for a in await repo.list_all()} == {1}
             with pytest.raises(InvalidQueryError):
                 await repo.insert_many([{"slug": "x", "title": "t", "version": 3}])
+
+    async def test_unknown_method_refused(self, db: Database) -> None:
+        """An unknown method is an InvalidQueryError."""
+        async with db.session() as session:
+            with pytest.raises(InvalidQueryError):
+                await AuthorRepository(session).insert_many(
+                    [{"email": "x"}],
+                    method="fast",  # type: ignore[arg-type]
+                )
 
     async def test_accepts_schemas_and_empty(self, db: Database) -> None:
         """Pydantic rows are accepted; no rows is a no-op returning 0."""
@@ -268,6 +295,26 @@ class TestInsertMany:
                 await AuthorRepository(session).insert_many(
                     [{"email": "same@example.com"}] * 2, method=method
                 )
+
+
+class TestWithoutReturning:
+    async def test_update_delete_restore_without_update_returning(
+        self, db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a backend without UPDATE ... RETURNING, the writes re-read the row instead."""
+        monkeypatch.setattr(db.engine.dialect, "update_returning", False)
+        async with db.session() as session:
+            repo = ArticleRepository(session)
+            article = await repo.save(Article(slug="a", title="one", views=1))
+            updated = await repo.update(article.id, {"title": "two"}, expected_version=1)
+            assert (updated.title, updated.version) == ("two", 2)
+            with pytest.raises(StaleVersionError):
+                await repo.update(article.id, {"title": "x"}, expected_version=1)
+            await repo.delete(article.id)
+            assert article.deleted_at is not None
+            assert (await repo.restore(article.id)).deleted_at is None
+            assert await repo.delete_where(Article.views == 1) == 1
+            assert await repo.count() == 0
 
 
 class TestDelete:
