@@ -19,11 +19,15 @@ class Repository(Protocol[_ModelT, IdT_contra]):
     :class:`~underlay.InMemoryRepository` in unit tests. ``where`` criteria are
     implementation-specific (SQLAlchemy expressions, or predicates for the in-memory one).
 
-    Example:
-        >>> from underlay import InMemoryRepository
-        >>> def check(repo: Repository[object, int]) -> None: ...
-        >>> isinstance(InMemoryRepository, type)
-        True
+    Example::
+
+        async def rename(users: Repository[User, int], id: int, name: str) -> User:
+            user = await users.get_one(id)
+            user.name = name
+            return await users.save(user)
+
+        await rename(UserRepository(session), 1, "Ada")            # production
+        await rename(InMemoryRepository(User, [alice]), 1, "Ada")  # unit test
     """
 
     async def get(self, id: IdT_contra) -> _ModelT | None:
