@@ -20,6 +20,7 @@ from tests.integration.test_cache import drop_prefix, make_cache
 from underlay import (
     Database,
     DuplicateError,
+    NotFoundError,
     SoftDeleteMixin,
     SQLAlchemyRepository,
     TimestampMixin,
@@ -178,6 +179,15 @@ class TestReads:
         assert await read(cdb, cache, 99) is None
         assert await read(cdb, cache, 99) is None
         assert cache.stats.hits == 1
+
+    async def test_get_one_raises_for_a_missing_row(self, cdb: Database, cache: BaseCache) -> None:
+        """get_one returns the schema, or raises NotFoundError naming the model and id."""
+        async with cdb.session() as session:
+            assert (await cached(session, cache).get_one(1)).name == "lamp"
+            with pytest.raises(NotFoundError) as info:
+                await cached(session, cache).get_one(99)
+        assert info.value.id == 99
+        assert info.value.model is Product
 
     async def test_scopes_never_share_entries(self, cdb: Database, cache: BaseCache) -> None:
         """Repositories with different base criteria keep separate entries."""

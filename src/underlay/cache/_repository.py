@@ -16,6 +16,7 @@ from underlay.cache._attach import session_touches
 from underlay.cache._codec import JSONCodec, schema_fingerprint
 from underlay.cache._keys import lists_namespace, row_namespace, rows_namespace
 from underlay.cache._protocol import Cache
+from underlay.exceptions import NotFoundError
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
@@ -152,6 +153,19 @@ class CachedRepository(Generic[SchemaT]):
 
         value = await self._read(key, load, tables, namespaces)
         return None if value is None else self.schema.model_validate(value)
+
+    async def get_one(
+        self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
+    ) -> SchemaT:
+        """Return the entity with primary key ``id`` as ``schema``; like :meth:`get`.
+
+        Raises:
+            NotFoundError: No such (live) row.
+        """
+        found = await self.get(id, options=options, include_deleted=include_deleted)
+        if found is None:
+            raise NotFoundError(model=self.mapper.class_, id=id)
+        return found
 
     async def list_all(
         self,
