@@ -154,6 +154,16 @@ class TestAssignedVersion:
         assert info.value.expected_version == 1
         assert await _row(db) == (2, 3)
 
+    async def test_merge_of_stale_copy_is_rejected(self, db: Database) -> None:
+        """merge() of a detached copy carrying an old version (load-then-copy) is refused."""
+        await _counter(db)
+        async with db.session() as session:
+            await session.execute(update(Counter).values(value=1))
+        with pytest.raises(StaleVersionError):
+            async with db.session() as session:
+                await session.merge(Counter(id=1, value=50, version=1))
+        assert await _row(db) == (1, 2)
+
     async def test_assigned_current_version_bumps(self, db: Database) -> None:
         """Assigning the current version is accepted and the version still moves forward."""
         await _counter(db)
