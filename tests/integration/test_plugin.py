@@ -186,6 +186,18 @@ class TestIsolation:
         result = run(pytester)
         result.assert_outcomes(passed=6)
 
+    def test_pytest_asyncio_defaults(
+        self, pytester: pytest.Pytester, database_env: Backend
+    ) -> None:
+        """With no pytest-asyncio settings at all (strict mode), marked async tests work."""
+        pytester.makeini("[pytest]\n")
+        pytester.makeconftest(CONFTEST)
+        pytester.makepyfile(models=MODELS, helpers=HELPERS)
+        pytester.makepyfile(
+            test_isolation="import pytest\n\npytestmark = pytest.mark.asyncio\n" + ISOLATION_TESTS
+        )
+        run(pytester).assert_outcomes(passed=6)
+
 
 class TestXdist:
     async def test_workers_get_private_databases(
