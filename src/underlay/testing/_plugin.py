@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from underlay._imports import require
 from underlay.database import Database, DatabaseSession
@@ -109,12 +108,13 @@ def _configured(config: pytest.Config, env: str, ini: str) -> str | None:
 
 
 async def _admin(url: URL, statement: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    # Through Database, so a bare postgresql:// URL gets the async driver like everywhere else.
+    database = Database(url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
     try:
-        async with engine.connect() as conn:
+        async with database.engine.connect() as conn:
             await conn.execute(text(statement))
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 def _create_database(server: URL, name: str) -> URL:
@@ -128,7 +128,9 @@ def _drop_database(server: URL, name: str) -> None:
 
 
 def _private_name(base: URL, label: str) -> str:
-    return f"{base.database or 'underlay'}_{label}_{uuid.uuid4().hex[:8]}"[:63]
+    # PostgreSQL truncates names to 63 bytes: shorten the readable part, never the random one.
+    readable = f"{base.database or 'underlay'}_{label}"[:54]
+    return f"{readable}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
