@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Index, MetaData, String, inspect, select, text
+from sqlalchemy import ForeignKey, Index, MetaData, String, inspect, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -74,6 +74,25 @@ def build_models(*, with_summary: bool) -> MetaData:
         code: Mapped[str] = mapped_column(String(40))
         if with_summary:
             summary: Mapped[str | None] = mapped_column(String(200))
+
+    return Model.metadata
+
+
+def build_family(*, name_length: int) -> MetaData:
+    """A parent table referenced by a child table; the parent's ``name`` length varies."""
+
+    class Model(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    class Parent(Model):
+        __tablename__ = "parents"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(name_length))
+
+    class Child(Model):
+        __tablename__ = "children"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        parent_id: Mapped[int] = mapped_column(ForeignKey(Parent.id))
 
     return Model.metadata
 
@@ -180,6 +199,49 @@ class TestCheck:
         with pytest.raises(MigrationDriftError) as info:
             await check(db, script_location=migrations)
         assert "remove_table items" in info.value.differences
+
+    async def test_type_change_is_drift(
+        self, db: Database, migrations: Path, models: Models
+    ) -> None:
+        """compare_type is on: a longer VARCHAR in the models is reported."""
+        models.metadata = build_family(name_length=40)
+        await revision(db, "initial", script_location=migrations, rev_id="0001")
+        await upgrade(db, "head", script_location=migrations)
+        models.metadata = build_family(name_length=80)
+        with pytest.raises(MigrationDriftError) as info:
+            await check(db, script_location=migrations)
+        [difference] = info.value.differences
+        assert difference.startswith("modify_type parents.name: ")
+        assert "VARCHAR(length=40)" in difference
+        assert "String(length=80)" in difference
+
+
+class TestReferencedTables:
+    async def test_altering_a_referenced_table_keeps_its_rows(
+        self, db: Database, migrations: Path, models: Models
+    ) -> None:
+        """A parent table with referencing rows can be altered (SQLite recreates it in batch)."""
+        models.metadata = build_family(name_length=40)
+        await revision(db, "initial", script_location=migrations, rev_id="0001")
+        await upgrade(db, "head", script_location=migrations)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO parents (id, name) VALUES (1, 'ada')"))
+            await conn.execute(text("INSERT INTO children (id, parent_id) VALUES (1, 1)"))
+
+        models.metadata = build_family(name_length=80)
+        script = await revision(db, "longer names", script_location=migrations, rev_id="0002")
+        if db.engine.dialect.name == "sqlite":
+            assert "batch_alter_table('parents'" in script.read_text()
+        await upgrade(db, "head", script_location=migrations)
+        await check(db, script_location=migrations)
+        async with db.engine.connect() as conn:
+            joined = await conn.execute(
+                text("SELECT p.name FROM children c JOIN parents p ON p.id = c.parent_id")
+            )
+            assert joined.scalars().all() == ["ada"]
+            if db.engine.dialect.name == "sqlite":
+                # enforcement is back on for the application's connections
+                assert await conn.scalar(text("PRAGMA foreign_keys")) == 1
 
 
 class TestStairway:
