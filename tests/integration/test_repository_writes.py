@@ -340,6 +340,24 @@ class TestDelete:
             total = await session.scalar(select(func.count()).select_from(Article.__table__))
             assert total == 1
 
+    async def test_every_read_hides_soft_deleted_rows(self, db: Database) -> None:
+        """Every read skips soft-deleted rows unless include_deleted=True."""
+        kept, gone = await self._articles(db, 2)
+        async with db.session() as session:
+            await ArticleRepository(session).delete(gone.id)
+        async with db.session() as session:
+            repo = ArticleRepository(session)
+            everything = {"include_deleted": True}
+            assert await repo.get(gone.id) is None
+            assert not await repo.exists(Article.id == gone.id)
+            assert await repo.exists(Article.id == gone.id, **everything)
+            assert await repo.one_or_none(Article.id == gone.id) is None
+            assert [a.id for a in await repo.list_all()] == [kept.id]
+            assert [a.id for a in (await repo.paginate()).items] == [kept.id]
+            assert [a.id for a in (await repo.page()).items] == [kept.id]
+            assert (await repo.page(**everything)).total == 2
+            assert len((await repo.paginate(**everything)).items) == 2
+
     async def test_soft_deleted_entity_in_session_not_returned(self, db: Database) -> None:
         """get does not return an entity soft-deleted in this session; the entity knows."""
         (article,) = await self._articles(db, 1)
