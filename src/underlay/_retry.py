@@ -96,22 +96,29 @@ class ConflictRetry:
             yield attempt
             if attempt.error is None:
                 return
-            wait = self.delay(number)
-            logger.debug("attempt %d hit %r; retrying in %.3fs", number, attempt.error, wait)
-            await asyncio.sleep(wait)
+            await self._pause(number, attempt.error)
 
     def __call__(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
         """Wrap ``func`` so each call runs it again on a conflict, as this policy says."""
 
         @functools.wraps(func)
         async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            async for attempt in self:
-                with attempt:
+            number = 1
+            while True:
+                try:
                     return await func(*args, **kwargs)
-            # The last attempt re-raises its conflict, so the loop never ends normally.
-            raise AssertionError("unreachable")  # pragma: no cover
+                except self.retry_on as exc:
+                    if number >= self.attempts:
+                        raise
+                    await self._pause(number, exc)
+                number += 1
 
         return wrapper
+
+    async def _pause(self, number: int, error: BaseException) -> None:
+        wait = self.delay(number)
+        logger.debug("attempt %d hit %r; retrying in %.3fs", number, error, wait)
+        await asyncio.sleep(wait)
 
 
 @overload
