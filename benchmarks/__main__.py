@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,36 +30,40 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 class Sizes:
     """How much work each scenario does; ``--quick`` shrinks it for a smoke run."""
 
+    # Many short repetitions rather than a few long ones: on a shared machine the median of
+    # interleaved short runs shrugs off bursts of load that would swamp one long run.
     insert_small: int = 10_000
     insert_large: int = 100_000
     upsert: int = 10_000
-    gets: int = 5_000
-    lists: int = 300
-    pages: int = 20
-    counts: int = 10
-    updates: int = 200
-    cache_hits: int = 2_000
-    cache_misses: int = 300
-    cache_many: int = 200
-    reps: int = 5
+    gets: int = 500  # per repetition: 10 x 500 = 5,000 calls per contender
+    lists: int = 100
+    pages: int = 10
+    counts: int = 5
+    updates: int = 50
+    cache_hits: int = 500
+    cache_misses: int = 100
+    cache_many: int = 50
+    reps: int = 9
+    reps_bulk: int = 5
     reps_large: int = 3
+    reps_gets: int = 10
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(1_000, 2_000, 1_000, 200, 20, 3, 2, 20, 100, 20, 10, 2, 1)
+        return cls(1_000, 2_000, 1_000, 50, 10, 3, 2, 10, 50, 10, 5, 2, 2, 1, 2)
 
 
 def plan(backend: Backend, s: Sizes, stack: Any, walk: Any, phase: str) -> list[Scenario]:
     """Return the scenarios of one phase ("write" runs on empty tables, "read" after loading)."""
     if phase == "write":
         return [
-            scenarios_write.insert_scenario(backend, s.insert_small, s.reps, "10k"),
+            scenarios_write.insert_scenario(backend, s.insert_small, s.reps_bulk, "10k"),
             scenarios_write.insert_scenario(backend, s.insert_large, s.reps_large, "100k"),
-            scenarios_write.upsert_scenario(backend, s.upsert, s.reps),
+            scenarios_write.upsert_scenario(backend, s.upsert, s.reps_large),
         ]
     read = [
-        scenarios_read.get_scenario(backend, s.gets, s.reps_large, one_session=False),
-        scenarios_read.get_scenario(backend, s.gets, s.reps_large, one_session=True),
+        scenarios_read.get_scenario(backend, s.gets, s.reps_gets, one_session=False),
+        scenarios_read.get_scenario(backend, s.gets, s.reps_gets, one_session=True),
         scenarios_read.list_scenario(backend, s.lists, s.reps),
     ]
     read += [
@@ -67,7 +72,7 @@ def plan(backend: Backend, s: Sizes, stack: Any, walk: Any, phase: str) -> list[
     ]
     read += [
         scenarios_page.depth_cost_scenario(backend, walk, s.pages, s.reps),
-        scenarios_read.count_scenario(backend, s.counts, s.reps),
+        scenarios_read.count_scenario(backend, s.counts, s.reps_bulk),
         scenarios_read.soft_delete_scenario(backend, s.lists, s.reps),
         scenarios_write.update_scenario(backend, s.updates, s.reps),
         scenarios_cache.hit_scenario(backend, stack, s.cache_hits, s.reps),
@@ -133,7 +138,7 @@ async def main(argv: list[str] | None = None) -> int:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(elapsed, 1),
         "quick": args.quick,
-        "machine": meta,
+        "machine": meta | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "scenarios": records,
         "targets": targets,
     }

@@ -67,7 +67,16 @@ class Backend:
     def is_postgres(self) -> bool:
         return self.name == "postgresql"
 
+    @property
+    def db_no_ping(self) -> Database:
+        """A second underlay Database with ``pool_pre_ping=False``, made on first use."""
+        if "db_no_ping" not in self.extras:
+            self.extras["db_no_ping"] = Database(self.url, pool_pre_ping=False)
+        return self.extras["db_no_ping"]
+
     async def close(self) -> None:
+        if "db_no_ping" in self.extras:
+            await self.extras["db_no_ping"].dispose()
         await self.db.dispose()
         await self.engine.dispose()
         await self.raw.close()
@@ -199,6 +208,7 @@ async def machine_info(redis_client: Any | None) -> dict[str, Any]:
         )
         commit = proc.stdout.strip() or None
     return {
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),

@@ -29,6 +29,7 @@ class Contender:
     setup: Job | None = None
     note: str = ""
     unavailable: str = ""  # why the contender could not run ("n/a" in the table)
+    max_reps: int | None = None  # cap for a contender too slow to repeat as often as the rest
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Scenario:
     reference: str | None = None  # the underlay contender others are compared to
     warmup: bool = True
     prepare: Job | None = None  # untimed, once before the first repetition
+    finish: Job | None = None  # untimed, once after the last repetition
     extras: dict[str, Any] = field(default_factory=dict)  # measurements besides time
 
 
@@ -113,13 +115,20 @@ async def run_scenario(scenario: Scenario, *, log: Callable[[str], None]) -> dic
         for contender in active:
             await _attempt(contender, results[contender.name], timed=False)
     for rep in range(scenario.reps):
-        live = [c for c in active if not results[c.name].error]
+        live = [
+            c
+            for c in active
+            if not results[c.name].error
+            and (c.max_reps is None or len(results[c.name].times) < c.max_reps)
+        ]
         if not live:
             break
         shift = rep % len(live)
         for contender in live[shift:] + live[:shift]:
             await _attempt(contender, results[contender.name], timed=True)
         log(f"  {scenario.id}: repetition {rep + 1}/{scenario.reps} done")
+    if scenario.finish is not None:
+        await scenario.finish()
     return results
 
 

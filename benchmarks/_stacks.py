@@ -89,12 +89,22 @@ __all__ = [
 ]
 
 
-def guarded(name: str, kind: str, build: Any, *, setup: Any = None, note: str = "") -> Any:
+def guarded(
+    name: str,
+    kind: str,
+    build: Any,
+    *,
+    setup: Any = None,
+    note: str = "",
+    max_reps: int | None = None,
+) -> Any:
     """Return a :class:`Contender` whose ``run`` is ``build()``, or an "n/a" one."""
     from ._harness import Contender
 
+    if max_reps is not None:
+        note = (note + "; " if note else "") + f"{max_reps} rep"
     try:
         run = build()
     except UnavailableError as exc:
         return Contender(name, kind, None, unavailable=str(exc), note=note)
-    return Contender(name, kind, run, setup=setup, note=note)
+    return Contender(name, kind, run, setup=setup, note=note, max_reps=max_reps)

@@ -143,21 +143,25 @@ def get_scenario(  # noqa: PLR0915 - one closure per contender, side by side
                 async with backend.db.session() as session:
                     assert (await session.get(ReadItem, i)).id == i
 
-    def underlay() -> Any:
-        repo_cls = underlay_repository(ReadItem)
+    def underlay(*, ping: bool = True) -> Any:
+        def build() -> Any:
+            repo_cls = underlay_repository(ReadItem)
+            db = backend.db if ping else backend.db_no_ping
 
-        async def run() -> None:
-            if one_session:
-                async with backend.db.session() as session:
-                    repo = repo_cls(session)
+            async def run() -> None:
+                if one_session:
+                    async with db.session() as session:
+                        repo = repo_cls(session)
+                        for i in ids:
+                            assert (await repo.get(i)).id == i
+                else:
                     for i in ids:
-                        assert (await repo.get(i)).id == i
-            else:
-                for i in ids:
-                    async with backend.db.session() as session:
-                        assert (await repo_cls(session).get(i)).id == i
+                        async with db.session() as session:
+                            assert (await repo_cls(session).get(i)).id == i
 
-        return run
+            return run
+
+        return build
 
     mode = "one session" if one_session else "session per call"
     contenders = [Contender(f"{driver} fetch by id", "raw", raw, note=mode)]
@@ -168,8 +172,17 @@ def get_scenario(  # noqa: PLR0915 - one closure per contender, side by side
         Contender("SQLAlchemy ORM session.get", "orm", orm),
         guarded("advanced-alchemy get", "advanced-alchemy", aa),
         Contender("underlay session.get", "underlay", underlay_session_get, note="Database"),
-        guarded("underlay repo.get", "underlay", underlay),
+        guarded("underlay repo.get", "underlay", underlay()),
     ]
+    if not one_session:
+        contenders.append(
+            guarded(
+                "underlay repo.get, pool_pre_ping=False",
+                "underlay",
+                underlay(ping=False),
+                note="diagnostic",
+            )
+        )
     slug = "one-session" if one_session else "per-call"
     return Scenario(
         id=f"{backend.label}.get.{slug}",
