@@ -201,6 +201,18 @@ class TestRelationshipLoads:
             books = await author.awaitable_attrs.books
         assert [b.title for b in books] == ["live"]
 
+    async def test_lazy_load_ignores_parent_include_deleted(self, db: Database) -> None:
+        """Lazy loads do not inherit include_deleted from the query that loaded the parent."""
+        await _seed(db)
+        async with db.session() as session:
+            cat = (
+                await session.scalars(
+                    select(Author).where(Author.id == 1).execution_options(include_deleted=True)
+                )
+            ).one()
+            books = await cat.awaitable_attrs.books
+        assert [b.id for b in books] == [1]
+
 
 class TestWrites:
     async def test_bulk_update_skips_deleted(self, db: Database) -> None:
@@ -286,6 +298,18 @@ class TestIdentityMap:
         async with db.session() as session:
             assert await session.get(Author, 3) is None
             assert await session.get(Book, 2) is None
+
+    async def test_get_populate_existing_sees_delete_by_other_session(self, db: Database) -> None:
+        """get(populate_existing=True) re-reads the row and finds it deleted by someone else."""
+        await _seed(db)
+        async with db.sessionmaker() as session:
+            ann = await session.get(Author, 1)
+            assert ann is not None
+            await session.commit()  # ann stays in the identity map (no expire on commit)
+            async with db.session() as other:
+                await other.execute(update(Author).where(Author.id == 1).values(deleted_at=_now()))
+            assert await session.get(Author, 1) is ann  # the identity map answers, no SQL
+            assert await session.get(Author, 1, populate_existing=True) is None
 
     async def test_refresh_of_deleted_object_shows_its_state(self, db: Database) -> None:
         """Refreshing an object you hold after it was soft-deleted loads it, deleted_at set."""

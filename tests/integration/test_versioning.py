@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import MetaData, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from tests.integration.softdelete_models import Author, Counter, SoftBase
-from underlay import Database, InvalidQueryError, StaleVersionError
+from underlay import Database, InvalidQueryError, StaleVersionError, enable_versioning
 
 
 @pytest.fixture
@@ -280,3 +281,23 @@ class TestBulkUpdate:
                 .execution_options(include_deleted=True)
             )
             assert [tuple(r) for r in rows] == [(1, "bulk", 2), (2, "", 2)]
+
+
+class TestOtherSessions:
+    async def test_enable_versioning_on_own_sessionmaker(self, db: Database) -> None:
+        """enable_versioning gives an own sessionmaker the version guard and the bulk bump."""
+        await _counter(db)
+        maker = async_sessionmaker(db.engine, expire_on_commit=False)
+        enable_versioning(maker)
+        async with maker() as session, session.begin():
+            await session.execute(update(Counter).values(value=1))
+        assert await _row(db) == (1, 2)
+        async with maker() as session:
+            counter = await session.get(Counter, 1)
+            assert counter is not None
+            counter.version = 1
+            counter.value = 2
+            # Outside Database sessions the conflict stays SQLAlchemy's own error.
+            with pytest.raises(StaleDataError):
+                await session.commit()
+        assert await _row(db) == (1, 2)
