@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 
 import pytest
@@ -211,6 +212,17 @@ class TestRelationshipLoads:
                 )
             ).one()
             books = await cat.awaitable_attrs.books
+        assert [b.id for b in books] == [1]
+
+    async def test_loaded_entities_pickle(self, db: Database) -> None:
+        """Entities carrying the criterion in their load options can be pickled and merged."""
+        await _seed(db)
+        async with db.session() as session:
+            ann = (await session.scalars(select(Author).where(Author.id == 1))).one()
+            copy = pickle.loads(pickle.dumps(ann))  # noqa: S301 - our own bytes
+        async with db.session() as session:
+            merged = await session.merge(copy)
+            books = await merged.awaitable_attrs.books
         assert [b.id for b in books] == [1]
 
 

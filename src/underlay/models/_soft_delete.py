@@ -41,14 +41,17 @@ _O = TypeVar("_O")
 #: The execution option that lifts the filter for one statement, one call or a whole session.
 INCLUDE_DELETED = "include_deleted"
 
-# One option object for every statement: its lambda is analysed once and cached by SQLAlchemy.
-# propagate_to_loaders (the default) carries it into selectin, subquery and joined eager loads
-# and into lazy loads of the instances it loaded.
-_LIVE_ROWS = with_loader_criteria(
-    SoftDeleteMixin,
-    lambda cls: cls.deleted_at.is_(None),
-    include_aliases=True,
-)
+
+def _live(cls: Any) -> ColumnElement[bool]:
+    # A module-level function, not a lambda: instances loaded with the criterion keep it in
+    # their load options, and pickling an instance must be able to find it by name.
+    return cls.deleted_at.is_(None)  # type: ignore[no-any-return]
+
+
+# One option object for every statement: SQLAlchemy analyses the criterion once and caches it.
+# propagate_to_loaders (the default) carries it into selectin and joined eager loads and
+# into lazy loads of the instances it loaded.
+_LIVE_ROWS = with_loader_criteria(SoftDeleteMixin, _live, include_aliases=True)
 
 SessionTarget = (
     Session
