@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Index, column, event
+from sqlalchemy import ColumnElement, Index, column, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     Mapper,
@@ -23,7 +23,6 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 from sqlalchemy.schema import conv
-from sqlalchemy.sql.elements import ColumnElement
 
 from underlay.models._mixins import SoftDeleteMixin
 

@@ -21,12 +21,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, event, inspect, select
+from sqlalchemy import BindParameter, ColumnElement, and_, event, inspect, select
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, attributes
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from underlay.exceptions import InvalidQueryError, StaleVersionError
 from underlay.models._mixins import VersionedMixin
