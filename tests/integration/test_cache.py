@@ -258,6 +258,51 @@ class TestGetOrSet:
         assert await cache.load("k", loader, fill=False) == 2
 
 
+class TestLoadMany:
+    async def test_hits_are_read_and_misses_loaded_in_one_call(self, cache: BaseCache) -> None:
+        """Hits come from the cache; every miss is loaded by one loader call and stored."""
+        await cache.set("a", 1)
+        calls: list[list[str]] = []
+
+        async def loader(keys: list[str]) -> dict[str, Any]:
+            calls.append(keys)
+            return {key: key.upper() for key in keys if key != "gone"}
+
+        entries = {"a": [], "b": ["ns"], "gone": ["ns"]}
+        assert await cache.load_many(entries, loader) == {"a": 1, "b": "B", "gone": None}
+        assert calls == [["b", "gone"]]
+        assert await cache.load_many(entries, loader) == {"a": 1, "b": "B", "gone": None}
+        assert len(calls) == 1
+        assert cache.stats.fills == 2
+
+    async def test_fills_after_an_invalidation_are_rejected(self, cache: BaseCache) -> None:
+        """A batch loaded before a namespace bump does not store its values after it."""
+        loading = asyncio.Event()
+        release = asyncio.Event()
+
+        async def loader(keys: list[str]) -> dict[str, Any]:
+            loading.set()
+            await release.wait()
+            return dict.fromkeys(keys, "old")
+
+        task = asyncio.create_task(cache.load_many({"x": ["ns"], "y": ["other"]}, loader))
+        await loading.wait()
+        await cache.bump_namespace("ns")
+        release.set()
+        assert await task == {"x": "old", "y": "old"}
+        assert await cache.get_many(["x", "y"]) == {"y": "old"}
+        assert cache.stats.fill_rejected == 1
+
+    async def test_no_fill_mode(self, cache: BaseCache) -> None:
+        """load_many(fill=False) returns loaded values without storing them."""
+
+        async def loader(keys: list[str]) -> dict[str, Any]:
+            return dict.fromkeys(keys, 1)
+
+        assert await cache.load_many({"k": []}, loader, fill=False) == {"k": 1}
+        assert await cache.get("k") is None
+
+
 class TestCorruption:
     @pytest.mark.parametrize(
         "raw",

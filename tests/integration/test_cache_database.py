@@ -189,6 +189,27 @@ class TestReads:
         assert info.value.id == 99
         assert info.value.model is Product
 
+    async def test_get_many_reads_hits_and_loads_misses_together(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """get_many returns rows by id, caches them, and leaves out ids without a row."""
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal(1)))
+        assert await read(cdb, cache, 1) is not None
+        async with cdb.session() as session:
+            found = await cached(session, cache).get_many([1, 2, 3])
+        assert {id: p.name for id, p in found.items()} == {1: "lamp", 2: "desk"}
+        hits = cache.stats.hits
+        async with cdb.session() as session:
+            again = await cached(session, cache).get_many([1, 2, 3])
+        assert again == found
+        assert cache.stats.hits == hits + 3
+        async with cdb.session() as session:
+            await ProductRepository(session).update(2, {"name": "moved"})
+        async with cdb.session() as session:
+            moved = await cached(session, cache).get_many([2])
+        assert moved[2].name == "moved"
+
     async def test_scopes_never_share_entries(self, cdb: Database, cache: BaseCache) -> None:
         """Repositories with different base criteria keep separate entries."""
         async with cdb.session() as session:

@@ -298,3 +298,26 @@ class TestRoundTrips:
         finally:
             await cache.aclose()
             await client.aclose()
+
+    async def test_a_batch_is_one_round_trip_each_way(self, redis_server: RedisServer) -> None:
+        """load_many: one request to look up, one to fill; scripts lost by Redis are reloaded."""
+        pool = ConnectionPool.from_url(redis_server.url, connection_class=CountingConnection)
+        client = Redis.from_pool(pool)
+        cache = RedisCache(client=client, prefix="batch:")
+
+        async def loader(keys: list[str]) -> dict[str, Any]:
+            return {key: key for key in keys}
+
+        entries = {f"k{i}": ["ns"] for i in range(5)}
+        try:
+            await client.ping()
+            await client.script_flush()  # as after a restart: the next calls must reload
+            assert await cache.load_many(entries, loader) == {key: key for key in entries}
+            assert cache.stats.fills == 5
+            before = CountingConnection.sent
+            assert await cache.load_many(entries, loader) == {key: key for key in entries}
+            assert CountingConnection.sent - before == 1
+            assert cache.stats.hits == 5
+        finally:
+            await cache.aclose()
+            await client.aclose()

@@ -19,11 +19,13 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
+from underlay.cache._faults import FAILED, Failed, FaultPolicy
 from underlay.cache._stats import CacheStats
 
 __all__ = ["BaseCache", "Lookup"]
@@ -39,13 +41,6 @@ CORRUPT: Final = -1
 
 class _LeaderGoneError(Exception):
     """The caller loading a key was cancelled; a waiting caller loads instead."""
-
-
-class _Failed:
-    """The result of a cache operation that failed, timed out or was skipped."""
-
-
-FAILED: Final = _Failed()
 
 
 @dataclass(frozen=True)
@@ -74,16 +69,13 @@ def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-class BaseCache(abc.ABC):
+class BaseCache(FaultPolicy):
     """The shared implementation of :class:`~underlay.cache.Cache`.
 
     Subclasses provide the store primitives (``_lookup``, ``_fill``, ...); this class adds
     TTL jitter, the codec, in-process singleflight, counters, deadlines, the circuit breaker
     and fail-safe invalidation.
     """
-
-    #: Exceptions that mean "the store failed" (fail open), as opposed to bugs.
-    _store_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(
         self,
@@ -138,6 +130,20 @@ class BaseCache(abc.ABC):
     async def _release(self, key: str, token: str) -> None:
         """Give a lease back without filling."""
 
+    async def _lookup_many(
+        self, requests: Sequence[tuple[str, tuple[str, ...], str]]
+    ) -> list[Lookup]:
+        """``_lookup`` for several (key, namespaces, token) requests; one round trip in Redis."""
+        return [await self._lookup(key, names, token) for key, names, token in requests]
+
+    async def _fill_many(
+        self, fills: Sequence[tuple[str, Lookup, tuple[str, ...], bytes]], ttl_ms: int
+    ) -> list[bool]:
+        """``_fill`` for several entries; one round trip in Redis."""
+        return [
+            await self._fill(key, lookup, names, data, ttl_ms) for key, lookup, names, data in fills
+        ]
+
     @abc.abstractmethod
     async def _store(
         self, items: Sequence[tuple[str, bytes]], namespaces: tuple[str, ...], ttl_ms: int
@@ -149,14 +155,10 @@ class BaseCache(abc.ABC):
         """Delete entries and their leases."""
 
     @abc.abstractmethod
-    async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
-        """Move the generation of each namespace (and the epoch) to a value never used."""
-
-    @abc.abstractmethod
     async def _remove_matching(self, pattern: str) -> int:
         """Delete entries (and leases) whose key matches a glob pattern; return the count."""
 
-    async def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+    async def _close(self) -> None:
         """Release the store's resources."""
 
     # -- public API -------------------------------------------------------------------------
@@ -187,13 +189,13 @@ class BaseCache(abc.ABC):
         if not keys:
             return {}
         lookups = await self._guarded_read(lambda: self._read(keys))
-        if isinstance(lookups, _Failed):
+        if isinstance(lookups, Failed):
             self.stats.misses += len(keys)
             return {}
         values: dict[str, Any] = {}
         for key, lookup in zip(keys, lookups, strict=True):
             decoded = await self._decoded(key, lookup)
-            if not isinstance(decoded, _Failed):
+            if not isinstance(decoded, Failed):
                 values[key] = decoded
         return values
 
@@ -365,6 +367,92 @@ class BaseCache(abc.ABC):
             if self._flights.get(key) is flight:
                 del self._flights[key]
 
+    async def load_many(
+        self,
+        entries: Mapping[str, Iterable[str]],
+        loader: Callable[[list[str]], Awaitable[Mapping[str, Any]]],
+        *,
+        ttl: float | None = None,
+        fill: bool = True,
+    ) -> dict[str, Any]:
+        """Return a value for every key, loading all the misses with one ``loader`` call.
+
+        The lookup and the fills are one round trip each, guarded like :meth:`get_or_set`
+        (leases and namespace generations), so no fill lands after an invalidation. There
+        is no in-process singleflight for batches.
+
+        Args:
+            entries: Each key and the namespaces its entry belongs to.
+            loader: Called with the keys that missed; returns their values (a key it leaves
+                out is stored and returned as ``None``).
+            ttl: Seconds to keep loaded values (default: ``default_ttl``), minus jitter.
+            fill: Store the loaded values.
+
+        Returns:
+            Every key of ``entries`` with its value.
+        """
+        requests = [
+            (key, check_namespaces(names), secrets.token_hex(8)) for key, names in entries.items()
+        ]
+        if not requests:
+            return {}
+
+        async def look() -> list[Lookup]:
+            if fill:
+                return await self._lookup_many(requests)
+            return await self._read([key for key, _, _ in requests])
+
+        lookups = await self._guarded_read(look)
+        values: dict[str, Any] = {}
+        missed: list[tuple[str, tuple[str, ...], Lookup | None]] = []
+        for index, (key, names, _) in enumerate(requests):
+            lookup = None if isinstance(lookups, Failed) else lookups[index]
+            if lookup is None:
+                self.stats.misses += 1
+            else:
+                value = await self._decoded(key, lookup)
+                if not isinstance(value, Failed):
+                    values[key] = value
+                    continue
+            missed.append((key, names, lookup))
+        if missed:
+            values.update(await self._load_missed(missed, loader, ttl, fill=fill))
+        return values
+
+    async def _load_missed(
+        self,
+        missed: list[tuple[str, tuple[str, ...], Lookup | None]],
+        loader: Callable[[list[str]], Awaitable[Mapping[str, Any]]],
+        ttl: float | None,
+        *,
+        fill: bool,
+    ) -> dict[str, Any]:
+        try:
+            loaded = await loader([key for key, _, _ in missed])
+        except BaseException:
+            for key, _, lookup in missed:
+                if lookup is not None and lookup.token is not None:
+                    held = lookup.token
+                    await self._guarded_read(partial(self._release, key, held))
+            raise
+        payloads = {key: self.codec.encode(loaded.get(key)) for key, _, _ in missed}
+        if fill:
+            fills = [
+                (key, lookup, names, payloads[key])
+                for key, names, lookup in missed
+                if lookup is not None and lookup.token is not None
+            ]
+            self.stats.fill_rejected += sum(
+                1 for _, _, lookup in missed if lookup is not None and lookup.token is None
+            )
+            if fills:
+                ttl_ms = self._ttl_ms(ttl)
+                stored = await self._guarded_read(lambda: self._fill_many(fills, ttl_ms))
+                if not isinstance(stored, Failed):
+                    self.stats.fills += sum(stored)
+                    self.stats.fill_rejected += len(stored) - sum(stored)
+        return {key: self.codec.decode(payload) for key, payload in payloads.items()}
+
     @property
     def pending_invalidation(self) -> bool:
         """Whether an invalidation was lost and the epoch bump that covers it is pending."""
@@ -429,21 +517,21 @@ class BaseCache(abc.ABC):
         """Look up, else load and fill; return the value and its encoded form."""
         token = secrets.token_hex(8) if fill else None
         lookup = await self._guarded_read(lambda: self._lookup(key, names, token))
-        if not isinstance(lookup, _Failed):
+        if not isinstance(lookup, Failed):
             value = await self._decoded(key, lookup)
-            if not isinstance(value, _Failed) and lookup.payload is not None:
+            if not isinstance(value, Failed) and lookup.payload is not None:
                 return value, lookup.payload
         else:
             self.stats.misses += 1
         try:
             value = await loader()
         except BaseException:
-            if not isinstance(lookup, _Failed) and lookup.token is not None:
+            if not isinstance(lookup, Failed) and lookup.token is not None:
                 held = lookup.token
                 await self._guarded_read(lambda: self._release(key, held))
             raise
         payload = self.codec.encode(value)
-        if fill and not isinstance(lookup, _Failed):
+        if fill and not isinstance(lookup, Failed):
             current = lookup
             if current.token is None:
                 self.stats.fill_rejected += 1  # another process holds the lease and fills
@@ -458,80 +546,3 @@ class BaseCache(abc.ABC):
                     self.stats.fill_rejected += 1
                     logger.debug("fill of %r rejected: invalidated while loading", key)
         return self.codec.decode(payload), payload
-
-    async def _attempt(self, operation: Callable[[], Awaitable[R]], deadline: float | None) -> Any:
-        if not self._breaker.allow():
-            self.stats.skipped += 1
-            return FAILED
-        try:
-            async with asyncio.timeout(deadline):
-                result = await operation()
-        except self._store_errors as exc:
-            self._breaker.failure()
-            self.stats.errors += 1
-            logger.warning("cache operation failed: %s", type(exc).__name__ + f": {exc}")
-            return FAILED
-        except BaseException:
-            self._breaker.failure()
-            raise
-        self._breaker.success()
-        return result
-
-    async def _guarded_read(self, operation: Callable[[], Awaitable[R]]) -> R | _Failed:
-        """Run a read (or fill): fail open within the deadline, and never before recovery."""
-        if self._lost and not await self._recover(self.timeout):
-            self.stats.skipped += 1
-            return FAILED
-        result: R | _Failed = await self._attempt(operation, self.timeout)
-        return result
-
-    async def _invalidate(
-        self, operation: Callable[[], Awaitable[None]], *, deadline: float | _Failed | None = FAILED
-    ) -> None:
-        """Run an invalidation: retried within the budget, else covered by an epoch bump."""
-        if isinstance(deadline, _Failed):
-            deadline = self.invalidation_timeout
-        self._sequence += 1
-        if self._lost:
-            # The epoch bump owed for an earlier loss invalidates this key as well.
-            if not await self._recover(self.invalidation_timeout):
-                self._lose()
-            return
-        for attempt in range(self.invalidation_attempts):
-            if attempt:
-                await asyncio.sleep(0.01 * 2**attempt)
-            if not isinstance(await self._attempt(operation, deadline), _Failed):
-                self.stats.invalidations += 1
-                return
-            if self._breaker.is_open:
-                break
-        self._lose()
-
-    def _lose(self) -> None:
-        self._lost += 1
-        self.stats.invalidations_lost += 1
-        logger.error("cache invalidation could not be delivered; every entry will be dropped")
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.get_running_loop().create_task(self._recover_loop())
-
-    async def _recover(self, deadline: float | None) -> bool:
-        """Bump the epoch owed for lost invalidations; return whether none is owed any more."""
-        owed = self._lost
-        if not owed:
-            return True
-        result = await self._attempt(lambda: self._bump((), epoch=True), deadline)
-        if isinstance(result, _Failed):
-            return False
-        if self._lost == owed:  # a loss recorded meanwhile may predate the bump's effect
-            self._lost = 0
-            self.stats.invalidations += 1
-            logger.warning("cache reachable again: epoch bumped, every older entry dropped")
-        return self._lost == 0
-
-    async def _recover_loop(self) -> None:
-        # Other processes keep serving their view until this bump lands, so retry promptly
-        # instead of waiting for this process's next cache call.
-        interval = min(1.0, self._breaker.cooldown)
-        while self._lost:
-            await asyncio.sleep(interval)
-            await self._recover(self.invalidation_timeout)

@@ -73,6 +73,17 @@ class Cache(Protocol):
         """Like ``get_or_set``; ``fill=False`` reads the cache but never stores."""
         ...
 
+    async def load_many(
+        self,
+        entries: Mapping[str, Iterable[str]],
+        loader: Callable[[list[str]], Awaitable[Mapping[str, Any]]],
+        *,
+        ttl: float | None = None,
+        fill: bool = True,
+    ) -> dict[str, Any]:
+        """Return a value per key, loading every miss with one ``loader`` call."""
+        ...
+
     async def invalidate_pattern(self, pattern: str) -> int:
         """Delete every entry whose key matches the glob ``pattern`` (O(keyspace))."""
         ...

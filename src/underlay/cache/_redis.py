@@ -89,6 +89,7 @@ class RedisCache(BaseCache):
             cooldown=cooldown,
         )
         self._store_errors = (exceptions.RedisError, OSError, TimeoutError)
+        self._no_script: type[Exception] = exceptions.NoScriptError
         self.prefix = prefix
         self.namespace_ttl = namespace_ttl
         self._owns_client = client is None
@@ -137,10 +138,7 @@ class RedisCache(BaseCache):
                 *namespaces,
             ],
         )
-        if reply[0] == HIT:
-            return Lookup(HIT, bytes(reply[1]))
-        generations = tuple(bytes(gen).decode() for gen in reply[2:])
-        return Lookup(int(reply[0]), None, generations, token if reply[1] == 1 else None)
+        return _lookup_reply(reply, token)
 
     async def _read(self, keys: Sequence[str]) -> list[Lookup]:
         reply: list[Any] = await self._read_script(
@@ -154,22 +152,78 @@ class RedisCache(BaseCache):
     async def _fill(
         self, key: str, lookup: Lookup, namespaces: tuple[str, ...], payload: bytes, ttl_ms: int
     ) -> bool:
+        keys, args = self._fill_call(key, lookup, namespaces, payload, ttl_ms)
+        stored = await self._fill_script(keys=keys, args=args)
+        return bool(stored == 1)
+
+    def _fill_call(
+        self, key: str, lookup: Lookup, namespaces: tuple[str, ...], payload: bytes, ttl_ms: int
+    ) -> tuple[list[Any], list[Any]]:
         epoch, *generations = lookup.generations
         pairs = [item for pair in zip(namespaces, generations, strict=True) for item in pair]
-        stored = await self._fill_script(
-            keys=[self._entry(key), self._lease(key)],
-            args=[
-                self.prefix,
-                lookup.token or "",
-                ttl_ms,
-                self._ms(self.namespace_ttl),
-                epoch,
-                len(namespaces),
-                *pairs,
-                payload,
+        args = [
+            self.prefix,
+            lookup.token or "",
+            ttl_ms,
+            self._ms(self.namespace_ttl),
+            epoch,
+            len(namespaces),
+            *pairs,
+            payload,
+        ]
+        return [self._entry(key), self._lease(key)], args
+
+    async def _lookup_many(
+        self, requests: Sequence[tuple[str, tuple[str, ...], str]]
+    ) -> list[Lookup]:
+        replies = await self._pipelined(
+            self._lookup_script,
+            [
+                (
+                    [self._entry(key), self._lease(key)],
+                    [
+                        self.prefix,
+                        token,
+                        self._ms(self.lease_ttl),
+                        self._ms(self.namespace_ttl),
+                        *names,
+                    ],
+                )
+                for key, names, token in requests
             ],
         )
-        return bool(stored == 1)
+        return [
+            _lookup_reply(reply, token)
+            for reply, (_, _, token) in zip(replies, requests, strict=True)
+        ]
+
+    async def _fill_many(
+        self, fills: Sequence[tuple[str, Lookup, tuple[str, ...], bytes]], ttl_ms: int
+    ) -> list[bool]:
+        replies = await self._pipelined(
+            self._fill_script,
+            [
+                self._fill_call(key, lookup, names, data, ttl_ms)
+                for key, lookup, names, data in fills
+            ],
+        )
+        return [reply == 1 for reply in replies]
+
+    async def _pipelined(self, script: Any, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        """Run one script for several calls in one round trip (loading it if Redis lost it)."""
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, self._no_script) for reply in replies):
+                break
+            # A restarted server has no scripts; NOSCRIPT means none of the calls ran.
+            script.sha = await self.client.script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     async def _release(self, key: str, token: str) -> None:
         # Only our own lease: the compare and the delete are one atomic script.
@@ -225,3 +279,10 @@ class RedisCache(BaseCache):
     async def _close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _lookup_reply(reply: list[Any], token: str) -> Lookup:
+    if reply[0] == HIT:
+        return Lookup(HIT, bytes(reply[1]))
+    generations = tuple(bytes(gen).decode() for gen in reply[2:])
+    return Lookup(int(reply[0]), None, generations, token if reply[1] == 1 else None)

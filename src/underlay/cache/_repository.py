@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, Protocol
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Select, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,12 +14,15 @@ from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
 from underlay.cache._codec import JSONCodec, schema_fingerprint
-from underlay.cache._keys import lists_namespace, row_namespace, rows_namespace
+from underlay.cache._keys import format_id, lists_namespace, row_namespace, rows_namespace
 from underlay.cache._protocol import Cache
 from underlay.exceptions import NotFoundError
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _KEY_CODEC = JSONCodec()
 # Isolation levels whose every statement sees the latest commits: a loader's view is then
@@ -129,21 +132,7 @@ class CachedRepository(Generic[SchemaT]):
                 includes the relationship (list its model in ``depends_on``).
             include_deleted: Also return a soft-deleted row.
         """
-        memo = (include_deleted, *(_describe(option) for option in options))
-        if memo not in self._scopes:
-            # The scope does not depend on the id: compile it once per repository object.
-            scope = self.repository.select_statement(
-                options=options, include_deleted=include_deleted
-            )
-            self._scopes[memo] = (self._digest(scope, options), self._tables(scope))
-        digest, tables = self._scopes[memo]
-        ident = _KEY_CODEC.encode(id).decode()
-        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
-        namespaces = {
-            row_namespace(self.mapper, id),
-            *(rows_namespace(table) for table in self.mapper.tables),
-            *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
-        }
+        key, namespaces, tables = self._entity_entry(id, options, include_deleted)
 
         async def load() -> Any:
             entity = await self.repository.get(id, options=options, include_deleted=include_deleted)
@@ -153,6 +142,62 @@ class CachedRepository(Generic[SchemaT]):
 
         value = await self._read(key, load, tables, namespaces)
         return None if value is None else self.schema.model_validate(value)
+
+    async def get_many(
+        self, ids: Iterable[Any], *, options: Sequence[Any] = (), include_deleted: bool = False
+    ) -> dict[Any, SchemaT]:
+        """Return the entities with the given primary keys as ``schema``, by id.
+
+        The cache is read in one round trip and every miss is loaded with one query
+        (``WHERE pk IN (...)``). Ids without a (live) row are left out of the result.
+
+        Args:
+            ids: Primary keys (single-column keys only).
+            options: Loader options, as for :meth:`get`.
+            include_deleted: Also return soft-deleted rows.
+
+        Raises:
+            TypeError: The model has a composite primary key.
+        """
+        if len(self.mapper.primary_key) != 1:
+            raise TypeError("get_many needs a single-column primary key; use get per id")
+        column = self.mapper.primary_key[0]
+        wanted = list(dict.fromkeys(ids))
+        entries = {ident: self._entity_entry(ident, options, include_deleted) for ident in wanted}
+        by_key = {key: ident for ident, (key, _, _) in entries.items()}
+        tables = set().union(*(tables for _, _, tables in entries.values())) if entries else set()
+
+        async def load(keys: list[str]) -> dict[str, Any]:
+            asked = {format_id(by_key[key]): key for key in keys}
+            entities = await self.repository.list_all(
+                column.in_([by_key[key] for key in keys]),
+                options=options,
+                include_deleted=include_deleted,
+            )
+            found: dict[str, Any] = dict.fromkeys(keys)
+            for entity in entities:
+                key = asked.get(format_id(self.mapper.primary_key_from_instance(entity)))
+                if key is not None:
+                    found[key] = self.schema.model_validate(
+                        entity, from_attributes=True
+                    ).model_dump(mode="json")
+            return found
+
+        fill = self._fill_policy(tables)
+        if fill is None:
+            values = await load(list(by_key))
+        else:
+            values = await self.cache.load_many(
+                {key: names for key, names, _ in entries.values()},
+                self._detached(load),
+                ttl=self.ttl,
+                fill=fill,
+            )
+        return {
+            by_key[key]: self.schema.model_validate(value)
+            for key, value in values.items()
+            if value is not None
+        }
 
     async def get_one(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
@@ -226,6 +271,57 @@ class CachedRepository(Generic[SchemaT]):
             names.update(rows_namespace(table) for table in self.mapper.tables)
         await self.cache.bump_namespace(*names)
 
+    def _entity_entry(
+        self, id: Any, options: Sequence[Any], include_deleted: bool
+    ) -> tuple[str, set[str], set[FromClause]]:
+        """Return the key, namespaces and tables of one entity's entry."""
+        memo = (include_deleted, *(_describe(option) for option in options))
+        if memo not in self._scopes:
+            # The scope does not depend on the id: compile it once per repository object.
+            scope = self.repository.select_statement(
+                options=options, include_deleted=include_deleted
+            )
+            self._scopes[memo] = (self._digest(scope, options), self._tables(scope))
+        digest, tables = self._scopes[memo]
+        ident = _KEY_CODEC.encode(id).decode()
+        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
+        namespaces = {
+            row_namespace(self.mapper, id),
+            *(rows_namespace(table) for table in self.mapper.tables),
+            *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
+        }
+        return key, namespaces, tables
+
+    def _fill_policy(self, tables: set[FromClause]) -> bool | None:
+        """``None``: bypass the cache; else whether loaded values may be published."""
+        sync = self._session.sync_session
+        if session_touches(sync, tables):
+            # This transaction's own uncommitted rows: neither served stale nor published.
+            return None
+        # Objects the session already holds are returned as they were loaded (the ORM does
+        # not overwrite them), possibly before a later commit: such loads are not published.
+        return not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
+
+    def _detached(self, load: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Wrap ``load`` so the objects it adds to the session are let go afterwards.
+
+        The caller gets schemas, never these objects; dropped, they cannot hold later
+        cached reads in this session back from filling.
+        """
+        sync = self._session.sync_session
+
+        async def detached(*args: P.args, **kwargs: P.kwargs) -> T:
+            before = set(sync.identity_map.keys())
+            try:
+                return await load(*args, **kwargs)
+            finally:
+                for added in set(sync.identity_map.keys()) - before:
+                    obj = sync.identity_map.get(added)
+                    if obj is not None:
+                        sync.expunge(obj)
+
+        return detached
+
     async def _read(
         self,
         key: str,
@@ -233,27 +329,12 @@ class CachedRepository(Generic[SchemaT]):
         tables: set[FromClause],
         namespaces: set[str],
     ) -> Any:
-        sync = self._session.sync_session
-        if session_touches(sync, tables):
-            # This transaction's own uncommitted rows: neither served stale nor published.
+        fill = self._fill_policy(tables)
+        if fill is None:
             return await load()
-        # Objects the session already holds are returned as they were loaded (the ORM does
-        # not overwrite them), possibly before a later commit: such loads are not published.
-        fill = not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
-
-        async def detached() -> Any:
-            # The caller gets schemas, never these objects: drop the ones this load added,
-            # so they cannot hold later cached reads in this session back from filling.
-            before = set(sync.identity_map.keys())
-            try:
-                return await load()
-            finally:
-                for added in set(sync.identity_map.keys()) - before:
-                    obj = sync.identity_map.get(added)
-                    if obj is not None:
-                        sync.expunge(obj)
-
-        return await self.cache.load(key, detached, ttl=self.ttl, namespaces=namespaces, fill=fill)
+        return await self.cache.load(
+            key, self._detached(load), ttl=self.ttl, namespaces=namespaces, fill=fill
+        )
 
     def _snapshot_may_lag(self) -> bool:
         """Whether the session's reads may come from a snapshot older than now."""
