@@ -15,6 +15,7 @@ from underlay import (
     SQLAlchemyRepository,
     TimestampMixin,
     VersionedMixin,
+    live_unique_index,
 )
 
 RepoBase = new_base()
@@ -68,6 +69,17 @@ class Tag(RepoBase):
     note: Mapped[str] = mapped_column(String(20), default="", onupdate=lambda: "by callable")
 
 
+class Member(SoftDeleteMixin, VersionedMixin, RepoBase):
+    """Email unique among live rows only (a partial unique index)."""
+
+    __tablename__ = "members"
+    __table_args__ = (live_unique_index("email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(100), default="")
+
+
 class AuthorRepository(SQLAlchemyRepository[Author]):
     sortable_fields = ("created_at", "name", "rank", "email")
     filterable_fields = ("email", "name", "rank", "tenant")
@@ -84,4 +96,8 @@ class ReadingRepository(SQLAlchemyRepository[Reading]):
 
 
 class TagRepository(SQLAlchemyRepository[Tag]):
+    pass
+
+
+class MemberRepository(SQLAlchemyRepository[Member]):
     pass

@@ -18,6 +18,7 @@ from tests.integration.repo_models import (
     ArticleRepository,
     Author,
     AuthorRepository,
+    MemberRepository,
     Reading,
     ReadingRepository,
     RepoBase,
@@ -153,6 +154,23 @@ class TestUpsert:
             assert again.id == first.id
             assert (again.state, again.note) == ("changed", "by callable")
             assert await repo.count() == 1
+
+    async def test_partial_unique_index_as_target(self, db: Database) -> None:
+        """Upserting on a live-only unique index updates the live row, never a deleted one."""
+        async with db.session() as session:
+            repo = MemberRepository(session)
+            first = await repo.upsert(
+                {"email": "m@example.com", "name": "A"}, conflict_on=["email"]
+            )
+            same = await repo.upsert({"email": "m@example.com", "name": "B"}, conflict_on=["email"])
+            assert (same.id, same.name, same.version) == (first.id, "B", 2)
+            await repo.delete(first.id)
+            fresh = await repo.upsert(
+                {"email": "m@example.com", "name": "C"}, conflict_on=["email"]
+            )
+            assert fresh.id != first.id
+            assert (fresh.name, fresh.version) == ("C", 1)
+            assert await repo.count(include_deleted=True) == 2
 
     async def test_concurrent_upserts_on_one_key(self, db: Database) -> None:
         """20 concurrent upserts of one key in separate sessions leave one row, no errors."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Index, Table, UniqueConstraint
@@ -12,40 +13,49 @@ from sqlalchemy.sql.elements import ColumnElement
 from underlay.exceptions import InvalidQueryError
 from underlay.repository._query import column_map
 
-__all__ = ["conflict_columns", "upsert_statement"]
+__all__ = ["ConflictTarget", "conflict_target", "upsert_statement"]
 
 _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-def _unique_sets(table: Table) -> list[frozenset[str]]:
-    sets = [frozenset(c.name for c in table.primary_key.columns)]
-    sets.extend(
-        frozenset(c.name for c in constraint.columns)
-        for constraint in table.constraints
-        if isinstance(constraint, UniqueConstraint)
-    )
-    # a partial index only arbitrates conflicts when its predicate is repeated
-    sets.extend(
-        frozenset(c.name for c in index.columns if isinstance(c, Column))
-        for index in table.indexes
-        if isinstance(index, Index) and index.unique and not _is_partial(index)
-    )
-    sets.extend(frozenset([c.name]) for c in table.columns if c.unique)
+@dataclass(frozen=True)
+class ConflictTarget:
+    """The columns an upsert conflicts on, and the predicate of a partial unique index."""
+
+    columns: list[Column[Any]]
+    where: ColumnElement[bool] | None = None
+
+
+def _unique_sets(table: Table, dialect_name: str) -> dict[frozenset[str], Any]:
+    """Map each unique column set to ``None``, or to its partial index's predicate."""
+    sets: dict[frozenset[str], Any] = {}
+    for index in table.indexes:
+        if isinstance(index, Index) and index.unique:
+            names = frozenset(c.name for c in index.columns if isinstance(c, Column))
+            # a partial index arbitrates conflicts only when the statement repeats its predicate
+            sets[names] = index.dialect_kwargs.get(f"{dialect_name}_where")
+    sets[frozenset(c.name for c in table.primary_key.columns)] = None
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            sets[frozenset(c.name for c in constraint.columns)] = None
+    for column in table.columns:
+        if column.unique:
+            sets[frozenset([column.name])] = None
     return sets
 
 
-def _is_partial(index: Index) -> bool:
-    return any(
-        key.endswith("_where") and value is not None for key, value in index.dialect_kwargs.items()
-    )
+def conflict_target(
+    model: type[Any], conflict_on: Sequence[Any], dialect_name: str
+) -> ConflictTarget:
+    """Resolve ``conflict_on`` (attribute names or column attributes) to a unique target.
 
-
-def conflict_columns(model: type[Any], conflict_on: Sequence[Any]) -> list[Column[Any]]:
-    """Resolve ``conflict_on`` (attribute names or column attributes) to unique table columns.
+    A primary key, unique constraint or unique index must cover exactly these columns. A
+    partial unique index (such as :func:`underlay.live_unique_index`) works too: its
+    predicate becomes the statement's conflict ``WHERE``.
 
     Raises:
-        InvalidQueryError: A name is not a column attribute, or the columns are not exactly
-            covered by a primary key, unique constraint or unique index.
+        InvalidQueryError: A name is not a column attribute, or nothing unique covers
+            exactly these columns.
     """
     if isinstance(conflict_on, str) or not conflict_on:
         raise InvalidQueryError("conflict_on must be a non-empty list of column names.")
@@ -57,14 +67,14 @@ def conflict_columns(model: type[Any], conflict_on: Sequence[Any]) -> list[Colum
             raise InvalidQueryError(f"{model.__name__} has no column {item!r} to upsert on.")
         resolved.append(columns[name])
     table = resolved[0].table
-    if not isinstance(table, Table) or frozenset(c.name for c in resolved) not in _unique_sets(
-        table
-    ):
+    unique = _unique_sets(table, dialect_name) if isinstance(table, Table) else {}
+    key = frozenset(c.name for c in resolved)
+    if key not in unique:
         raise InvalidQueryError(
             f"conflict_on={[c.name for c in resolved]!r} is not a primary key, unique "
             f"constraint or unique index of {model.__name__}; an upsert needs one."
         )
-    return resolved
+    return ConflictTarget(resolved, unique[key])
 
 
 def _on_update_value(column: Column[Any]) -> Any:
@@ -83,7 +93,7 @@ def upsert_statement(
     model: type[Any],
     dialect_name: str,
     rows: Sequence[Mapping[str, Any]],
-    conflict: Sequence[Column[Any]],
+    target: ConflictTarget,
     *,
     version_column: Column[Any] | None,
 ) -> Any:
@@ -102,6 +112,7 @@ def upsert_statement(
             f"SQLite, not {dialect_name}."
         )
     columns = column_map(model)
+    conflict = target.columns
     statement = insert(model).values(list(rows))
     table = conflict[0].table
     fixed = {c.name for c in conflict} | {c.name for c in table.primary_key.columns}
@@ -119,6 +130,6 @@ def upsert_statement(
     if not set_:
         # DO NOTHING would return no row for an existing key; a no-op update returns it
         set_[conflict[0]] = statement.excluded[conflict[0].name]
-    return statement.on_conflict_do_update(index_elements=list(conflict), set_=set_).returning(
-        model
-    )
+    return statement.on_conflict_do_update(
+        index_elements=list(conflict), index_where=target.where, set_=set_
+    ).returning(model)

@@ -16,7 +16,7 @@ from underlay.models import utcnow
 from underlay.repository._base import RepositoryBase
 from underlay.repository._copy import copy_rows, copy_supported
 from underlay.repository._query import column_map, values_dict
-from underlay.repository._upsert import conflict_columns, upsert_statement
+from underlay.repository._upsert import conflict_target, upsert_statement
 from underlay.typing import ModelT
 
 __all__ = ["COPY_THRESHOLD", "WriteMethods"]
@@ -239,9 +239,10 @@ class WriteMethods(RepositoryBase[ModelT]):
         Returns:
             One entity per distinct key, in the order the database returned them.
         """
-        conflict = conflict_columns(self.model, conflict_on)
+        dialect = self._dialect.name
+        target = conflict_target(self.model, conflict_on, dialect)
         columns = column_map(self.model)
-        conflict_keys = [next(k for k, c in columns.items() if c is col) for col in conflict]
+        conflict_keys = [next(k for k, c in columns.items() if c is col) for col in target.columns]
         merged: dict[Any, dict[str, Any]] = {}
         for position, raw in enumerate(rows):
             row = values_dict(self.model, raw)
@@ -256,7 +257,6 @@ class WriteMethods(RepositoryBase[ModelT]):
                 identity = position
             merged.pop(identity, None)
             merged[identity] = row
-        dialect = self._dialect.name
         version_column = self._version_column
         entities: list[ModelT] = []
         with self._translated(None):
@@ -267,7 +267,7 @@ class WriteMethods(RepositoryBase[ModelT]):
                         self.model,
                         dialect,
                         group[start : start + step],
-                        conflict,
+                        target,
                         version_column=version_column,
                     )
                     result = await self.session.execute(
