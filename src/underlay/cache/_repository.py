@@ -156,6 +156,9 @@ class CachedRepository(Generic[SchemaT]):
             options: Loader options, as for :meth:`get`.
             include_deleted: Also return soft-deleted rows.
 
+        Returns:
+            A mapping of each id that has a row to its schema.
+
         Raises:
             TypeError: The model has a composite primary key.
         """
