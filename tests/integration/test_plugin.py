@@ -361,6 +361,19 @@ class TestNoDatabase:
         result.assert_outcomes(errors=1)
         result.stdout.fnmatch_lines(["*UNDERLAY_REQUIRE_SERVICES is set*"])
 
+    def test_unreachable_server_fails_clearly(
+        self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A configured server that refuses connections errors the tests, saying what to fix."""
+        monkeypatch.setenv(
+            "UNDERLAY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/test"
+        )
+        make_suite(pytester)
+        pytester.makepyfile(test_plain=NO_DATABASE_TESTS)
+        result = run(pytester)
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(["*could not create the test database*127.0.0.1:1*"])
+
 
 CACHE_TESTS = """
 import os

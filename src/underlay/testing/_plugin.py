@@ -19,9 +19,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from underlay._imports import require
 from underlay.database import Database, DatabaseSession
+from underlay.exceptions import UnderlayError
 from underlay.models import Base
 
 if TYPE_CHECKING:
@@ -118,7 +120,15 @@ async def _admin(url: URL, statement: str) -> None:
 
 
 def _create_database(server: URL, name: str) -> URL:
-    _run(_admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        _run(_admin(server, f'CREATE DATABASE "{name}"'))
+    except (OSError, SQLAlchemyError, UnderlayError) as exc:
+        shown = server.render_as_string(hide_password=True)
+        pytest.fail(
+            f"could not create the test database {name!r} on {shown}: {exc}\n"
+            "The underlay plugin needs a reachable server and a user allowed to CREATE DATABASE.",
+            pytrace=False,
+        )
     return server.set(database=name)
 
 
