@@ -49,15 +49,28 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         cursor_secret: Key signing this repository's cursors; ``None`` uses
             :func:`underlay.repository.set_cursor_secret` or ``UNDERLAY_CURSOR_SECRET``.
 
-    Example::
-
-        class UserRepository(SQLAlchemyRepository[User]):
-            sortable_fields = ("created_at", "name")
-            filterable_fields = ("email",)
-
-        async with db.session() as session:
-            users = UserRepository(session)
-            user = await users.get_one(user_id)
+    Example:
+        >>> import asyncio
+        >>> from sqlalchemy import Column, Integer, String
+        >>> from sqlalchemy.orm import DeclarativeBase
+        >>> from underlay import Database
+        >>> class DocBase(DeclarativeBase): ...
+        >>> class Tag(DocBase):
+        ...     __tablename__ = "doc_tags"
+        ...     id = Column(Integer, primary_key=True)
+        ...     name = Column(String(50), unique=True, nullable=False)
+        >>> class TagRepository(SQLAlchemyRepository[Tag]):
+        ...     sortable_fields = ("name",)
+        >>> async def main() -> list[str]:
+        ...     async with Database("sqlite+aiosqlite:///:memory:") as db:
+        ...         await db.create_all(DocBase.metadata)
+        ...         async with db.session() as session:
+        ...             tags = TagRepository(session)
+        ...             await tags.insert_many([{"name": "b"}, {"name": "a"}])
+        ...             await tags.upsert({"name": "c"}, conflict_on=["name"])
+        ...             return [tag.name for tag in await tags.list_all(order_by="-name")]
+        >>> asyncio.run(main())
+        ['c', 'b', 'a']
     """
 
     # -- statements -----------------------------------------------------------------------
