@@ -109,6 +109,24 @@ class TestReads:
             if db.engine.dialect.name == "postgresql":
                 assert "FOR UPDATE" in counter.statements[-1]
 
+    async def test_for_update_serialises_read_modify_write(
+        self, db: Database, backend: Backend
+    ) -> None:
+        """Concurrent read-modify-writes through get(for_update=True) lose no increment."""
+        if not backend.concurrent_writers:
+            pytest.skip("needs row locks; SQLite serialises whole transactions instead")
+        (author,) = await _authors(db, 1)
+
+        async def increment() -> None:
+            async with db.session() as session:
+                locked = await AuthorRepository(session).get_one(author.id, for_update=True)
+                await asyncio.sleep(0.02)  # hold the lock while the other tasks queue up
+                locked.rank += 1
+
+        await asyncio.gather(*(increment() for _ in range(5)))
+        async with db.session() as session:
+            assert (await AuthorRepository(session).get_one(author.id)).rank == 5
+
     async def test_get_with_loader_options(self, db: Database) -> None:
         """Loader options load relationships eagerly, so no lazy load is needed."""
         (author,) = await _authors(db, 1)
