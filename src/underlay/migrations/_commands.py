@@ -269,7 +269,15 @@ def upgrade_sql(
 
 
 def describe_difference(diff: Any) -> str:
-    """Return one readable line for an entry of Alembic's autogenerate diff list."""
+    """Return one readable line for an entry of Alembic's autogenerate diff list.
+
+    Example:
+        >>> from sqlalchemy import Column, Integer, MetaData, Table
+        >>> describe_difference(("remove_table", Table("drafts", MetaData())))
+        'remove_table drafts'
+        >>> describe_difference(("add_column", None, "posts", Column("summary", Integer)))
+        'add_column posts.summary'
+    """
     if isinstance(diff, list):
         return "; ".join(describe_difference(item) for item in diff)
     if not isinstance(diff, tuple) or not diff:

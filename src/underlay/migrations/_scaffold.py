@@ -30,6 +30,12 @@ def init(directory: str | Path) -> Path:
 
     Raises:
         FileExistsError: The directory exists and is not empty.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     sorted(path.name for path in init(Path(tmp) / "migrations").iterdir())
+        ['alembic.ini', 'env.py', 'script.py.mako', 'versions']
     """
     target = Path(directory)
     if target.exists() and any(target.iterdir()):
