@@ -295,6 +295,16 @@ class TestRunningLoop:
         await downgrade(backend.url, "base", script_location=migrations)
         assert "items" not in await table_names(db)
 
+    async def test_default_location(
+        self, db: Database, migrations: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without script_location the commands use ./migrations, as init-migrations makes it."""
+        await revision(db, "initial", script_location=migrations, rev_id="0001")
+        monkeypatch.chdir(migrations.parent)
+        await upgrade(db)
+        await check(db)
+        assert "items" in await table_names(db)
+
     async def test_env_without_url_explains(self, migrations: Path) -> None:
         """Online mode without a connection or a URL raises a ValueError saying what to set."""
         with pytest.raises(ValueError, match=r"sqlalchemy\.url"):

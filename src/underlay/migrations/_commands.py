@@ -35,6 +35,9 @@ __all__ = [
 
 #: Where the migration scripts live: the directory holding ``env.py``.
 ScriptLocation = str | os.PathLike[str]
+#: The directory ``underlay init-migrations migrations`` creates, relative to the working
+#: directory: the default ``script_location`` of every command.
+DEFAULT_LOCATION = "migrations"
 #: A :class:`~underlay.Database` or the URL of the database to migrate.
 Target = Database | str | URL
 
@@ -125,19 +128,22 @@ def _on_connection(connection: Connection, config: Config, action: Callable[[Con
 
 
 async def upgrade(
-    target: Target, revision: str = "head", *, script_location: ScriptLocation
+    target: Target, revision: str = "head", *, script_location: ScriptLocation = DEFAULT_LOCATION
 ) -> None:
     """Upgrade the database to ``revision``; safe to await inside a running event loop.
 
     Args:
         target: The :class:`~underlay.Database` or a URL.
         revision: The revision to reach (``"head"``, an id, ``"+1"``).
-        script_location: The migrations directory (the one holding ``env.py``).
+        script_location: The migrations directory (the one holding ``env.py``); by
+            default ``migrations`` in the working directory.
     """
     await _run(target, script_location, lambda config: command.upgrade(config, revision))
 
 
-async def downgrade(target: Target, revision: str, *, script_location: ScriptLocation) -> None:
+async def downgrade(
+    target: Target, revision: str, *, script_location: ScriptLocation = DEFAULT_LOCATION
+) -> None:
     """Downgrade the database to ``revision`` (``"base"``, an id, ``"-1"``).
 
     Args:
@@ -152,7 +158,7 @@ async def revision(
     target: Target,
     message: str,
     *,
-    script_location: ScriptLocation,
+    script_location: ScriptLocation = DEFAULT_LOCATION,
     autogenerate: bool = True,
     rev_id: str | None = None,
 ) -> Path:
@@ -181,7 +187,7 @@ async def revision(
     return await _run(target, script_location, action)
 
 
-async def check(target: Target, *, script_location: ScriptLocation) -> None:
+async def check(target: Target, *, script_location: ScriptLocation = DEFAULT_LOCATION) -> None:
     """Raise :class:`MigrationDriftError` when the models differ from the migrations (for CI).
 
     Autogenerate compares the database, which must be at head, with the models the
@@ -201,7 +207,9 @@ async def check(target: Target, *, script_location: ScriptLocation) -> None:
         raise MigrationDriftError([describe_difference(diff) for diff in exc.diffs]) from exc
 
 
-async def stairway(target: Target, *, script_location: ScriptLocation) -> list[str]:
+async def stairway(
+    target: Target, *, script_location: ScriptLocation = DEFAULT_LOCATION
+) -> list[str]:
     """Walk the migrations step by step: each one up, down and up again; then base and head.
 
     It finds downgrades that do not undo their upgrade (a table left behind, a type not
@@ -244,7 +252,7 @@ def upgrade_sql(
     url: str | URL,
     revision: str = "head",
     *,
-    script_location: ScriptLocation,
+    script_location: ScriptLocation = DEFAULT_LOCATION,
     start: str | None = None,
 ) -> str:
     """Return the SQL that upgrading to ``revision`` would run (offline mode), without a database.
