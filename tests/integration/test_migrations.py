@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -304,6 +305,18 @@ class TestRunningLoop:
         await upgrade(db)
         await check(db)
         assert "items" in await table_names(db)
+
+    def test_sync_driver_url(self, tmp_path: Path, migrations: Path) -> None:
+        """A URL naming a sync driver (pysqlite) migrates without an event loop."""
+        path = tmp_path / "sync.db"
+        config = make_config(migrations)
+        config.set_main_option("sqlalchemy.url", f"sqlite+pysqlite:///{path}")
+        command.revision(config, message="initial", autogenerate=True, rev_id="0001")
+        command.upgrade(config, "head")
+        command.check(config)
+        with sqlite3.connect(path) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"items", "alembic_version"} <= tables
 
     async def test_env_without_url_explains(self, migrations: Path) -> None:
         """Online mode without a connection or a URL raises a ValueError saying what to set."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import MetaData, pool
+from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.schema import DefaultClause
 
@@ -55,7 +55,8 @@ def run_migrations(
     """Run the migrations of the current Alembic command; call it from ``env.py``.
 
     Online mode uses the connection the programmatic API passed in (see
-    :func:`underlay.migrations.upgrade`), or opens one with an async engine. The engine is
+    :func:`underlay.migrations.upgrade`), or opens one with an async engine (a URL naming a
+    sync driver, such as ``postgresql+psycopg2://``, gets a plain engine). The engine is
     driven by ``asyncio.run`` when no event loop is running, and from a worker thread with a
     loop of its own when one is (an async test, an application's start-up hook), so it never
     fails with "asyncio.run() cannot be called from a running event loop". Offline mode
@@ -95,6 +96,16 @@ def run_migrations(
         )
         with context.begin_transaction():
             context.run_migrations()
+        return
+    if "+" in database_url.drivername and not database_url.get_dialect().is_async:
+        # An explicitly sync driver (psycopg2, pysqlite) in alembic.ini: no event loop needed.
+        engine = create_engine(database_url, poolclass=pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                _prepared(conn, target_metadata, configure_options)
+                conn.commit()
+        finally:
+            engine.dispose()
         return
     _run_coroutine(_run_online(database_url, target_metadata, configure_options))
 
