@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import MetaData, event, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import selectinload
@@ -165,6 +165,26 @@ class TestReads:
             assert await repo.count(Author.rank == 0) == 2
             assert await repo.exists(Author.rank == 2)
             assert not await repo.exists(Author.rank == 7)
+
+    async def test_list_all_sends_select_statement(self, db: Database) -> None:
+        """list_all and count execute exactly what select_statement / count_statement build."""
+        await _authors(db, 2)
+        seen: list[Any] = []
+        async with db.session() as session:
+            repo = AuthorRepository(session, where=[Author.tenant == "t1"])
+            event.listen(session.sync_session, "do_orm_execute", lambda s: seen.append(s.statement))
+            kwargs: dict[str, Any] = {"order_by": "-rank", "limit": 5, "filter_by": {"rank": 1}}
+            await repo.list_all(Author.name != "x", **kwargs)
+            await repo.count(Author.name != "x", filter_by={"rank": 1})
+
+        def sql(statement: Any) -> str:
+            # literal values, so a differing bound value shows; loader options do not render
+            return str(statement.compile(compile_kwargs={"literal_binds": True}))
+
+        assert sql(seen[0]) == sql(repo.select_statement(Author.name != "x", **kwargs))
+        assert sql(seen[1]) == sql(repo.count_statement(Author.name != "x", filter_by={"rank": 1}))
+        assert sql(seen[0]) != sql(repo.select_statement(Author.name != "y", **kwargs))
+        assert "t1" in sql(seen[0])
 
     async def test_user_sort_and_filter_strings(self, db: Database) -> None:
         """order_by strings and filter_by mappings use only declared fields."""
