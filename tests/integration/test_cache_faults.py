@@ -225,6 +225,33 @@ class TestRestart:
             await cache.aclose()
             await other.aclose()
 
+    async def test_background_recovery_protects_other_workers(
+        self, backend: Backend, metadata: MetaData, redis_server: RedisServer
+    ) -> None:
+        """Without further calls, the worker that lost invalidations bumps the epoch itself."""
+        prefix = f"recover-{uuid.uuid4().hex}:"
+        cache = RedisCache(redis_server.url, prefix=prefix, cooldown=0.2)
+        db = await seeded(backend, metadata, cache)
+        other = RedisCache(redis_server.url, prefix=prefix, cooldown=0.2)
+        try:
+            await read(db, cache)
+            redis_server.stop()
+            for name in ("first", "second"):  # the second is lost while one is already owed
+                async with db.session() as session:
+                    await ProductRepository(session).update(1, {"name": name})
+                assert (await timed_read(db, cache))[0] == name  # database data, not Redis
+            assert cache.stats.invalidations_lost == 2
+            redis_server.start()
+            deadline = time.monotonic() + 10
+            while cache.pending_invalidation and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # no calls from this worker: the background retry
+            assert not cache.pending_invalidation
+            assert (await timed_read(db, other))[0] == "second"
+        finally:
+            await db.dispose()
+            await cache.aclose()
+            await other.aclose()
+
     async def test_breaker_closes_again_after_recovery(self, redis_server: RedisServer) -> None:
         """After an outage the breaker lets a probe through and the cache works again."""
         cache = RedisCache(redis_server.url, prefix="breaker:", cooldown=0.2, failure_threshold=2)
