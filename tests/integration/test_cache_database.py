@@ -325,6 +325,41 @@ class TestCommitInvalidates:
         assert fresh is not None
         assert fresh.name == "raw"
 
+    @pytest.mark.parametrize("form", ["eq", "in-list", "bulk-by-pk"])
+    async def test_writes_by_primary_key_invalidate_only_those_rows(
+        self, cdb: Database, cache: BaseCache, form: str
+    ) -> None:
+        """UPDATE ... WHERE pk = / IN (...) and bulk UPDATE by primary key spare other rows."""
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal(1)))
+        await read(cdb, cache, 1)
+        await read(cdb, cache, 2)
+        async with cdb.session() as session:
+            if form == "eq":
+                await session.execute(update(Product).where(Product.id == 1).values(name="x"))
+            elif form == "in-list":
+                await session.execute(update(Product).where(Product.id.in_([1])).values(name="x"))
+            else:
+                await session.execute(update(Product), [{"id": 1, "name": "x"}])
+        hits = cache.stats.hits
+        one, two = await read(cdb, cache, 1), await read(cdb, cache, 2)
+        assert one is not None
+        assert two is not None
+        assert (one.name, two.name) == ("x", "desk")
+        assert cache.stats.hits == hits + 1  # row 2 still cached
+
+    async def test_record_write_without_ids_invalidates_every_row(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """record_write(session, Model) with no ids drops every entry of the model."""
+        await read(cdb, cache)
+        async with cdb.session() as session:
+            await session.execute(text("UPDATE cache_products SET name = 'all'"))
+            record_write(session, Product)
+        fresh = await read(cdb, cache)
+        assert fresh is not None
+        assert fresh.name == "all"
+
     async def test_explicit_invalidate_for_outside_writers(
         self, cdb: Database, cache: BaseCache
     ) -> None:
@@ -449,6 +484,17 @@ class TestRollback:
         after = await read(cdb, cache)
         assert after is not None
         assert after.name == "lamp"
+
+    async def test_pending_objects_bypass_the_cache(self, cdb: Database, cache: BaseCache) -> None:
+        """An added but unflushed object of the model sends cached reads to the database."""
+        await read(cdb, cache)
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="pending", price=Decimal(1)))
+            repo = cached(session, cache)
+            assert [p.name for p in await repo.list_all(order_by="id")] == ["lamp", "pending"]
+            record_write(session, Product, [1])
+            assert await repo.get(1) is not None
+        assert await names(cdb, cache) == ["lamp", "pending"]
 
     async def test_failed_commit_invalidates_nothing(self, cdb: Database, cache: BaseCache) -> None:
         """A commit that fails (a duplicate key) leaves the cache untouched."""
