@@ -1,4 +1,4 @@
-"""Behaviour both caches share: fills, singleflight, statistics and the fault policy.
+"""Behaviour both caches share: guarded fills, singleflight, batches and statistics.
 
 A cache entry is valid while the cache's *epoch* and the *generation* of each namespace it
 was stored under are unchanged. Generations are read from the store on every lookup (never
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
@@ -31,8 +31,6 @@ from underlay.cache._stats import CacheStats
 __all__ = ["BaseCache", "Lookup"]
 
 logger = logging.getLogger("underlay.cache")
-
-R = TypeVar("R")
 
 HIT: Final = 1
 MISS: Final = 0
