@@ -257,13 +257,20 @@ class TestBulkUpdate:
                 await session.execute(update(Counter).ordered_values((Counter.value, 1)))
         assert await _row(db) == (0, 1)
 
-    async def test_core_table_update_is_not_bumped(self, db: Database) -> None:
-        """A Core update of the Table (documented as not covered) leaves the version alone."""
+    async def test_core_table_update_is_bumped(self, db: Database) -> None:
+        """A Core update of the Table, unchecked, still moves the version by one."""
         await _counter(db)
         async with db.session() as session:
             table = Counter.__table__
             await session.execute(update(table).values(value=8))
-        assert await _row(db) == (8, 1)
+        assert await _row(db) == (8, 2)
+
+    async def test_core_update_on_raw_connection_is_bumped(self, db: Database) -> None:
+        """A Core update outside any session bumps the version as well."""
+        await _counter(db)
+        async with db.engine.begin() as conn:
+            await conn.execute(update(Counter.__table__).values(value=3))
+        assert await _row(db) == (3, 2)
 
     async def test_soft_deleted_versioned_rows_untouched(self, db: Database) -> None:
         """A bulk update of a model with both mixins skips deleted rows and bumps live ones."""

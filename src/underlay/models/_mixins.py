@@ -95,9 +95,16 @@ class VersionedMixin(_MapperArgs):
     """Add ``version``, an integer checked by every ORM UPDATE and DELETE (optimistic locking).
 
     A row starts at version 1. A flush that finds the row at another version raises
-    :class:`underlay.StaleVersionError` and writes nothing.
+    :class:`underlay.StaleVersionError` and writes nothing. Any UPDATE of the table that does
+    not set ``version`` itself, Core statements included, increments it.
     """
 
     version: Mapped[int] = mapped_column(
-        Integer, nullable=False, server_default=text("1"), sort_order=903
+        Integer,
+        nullable=False,
+        server_default=text("1"),
+        # Core UPDATEs that do not set the version still move it, so other writers (and the
+        # offline sync) see every change; the ORM always sets it explicitly.
+        onupdate=text("version + 1"),
+        sort_order=903,
     )
