@@ -357,6 +357,14 @@ class TestRedisSpecifics:
             body = raw.split(b"\n", 3 + 2 * count)[-1]
             assert body[:1] in (b"{", b"[")
 
+    async def test_ttls_are_jittered_downwards(self, redis_cache: RedisCache) -> None:
+        """Entries stored together get TTLs spread within the jitter, never above the TTL."""
+        for i in range(20):
+            await redis_cache.set(f"j{i}", i, ttl=100)
+        ttls = [await redis_cache.client.pttl(f"{redis_cache.prefix}d:j{i}") for i in range(20)]
+        assert all(100_000 * (1 - redis_cache.ttl_jitter) - 1000 <= t <= 100_000 for t in ttls)
+        assert len(set(ttls)) > 1
+
     async def test_generations_are_not_memoised_per_process(
         self, redis_cache: RedisCache, redis_url: str
     ) -> None:
