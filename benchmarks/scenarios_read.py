@@ -143,20 +143,23 @@ def get_scenario(  # noqa: PLR0915 - one closure per contender, side by side
                 async with backend.db.session() as session:
                     assert (await session.get(ReadItem, i)).id == i
 
-    def underlay(*, ping: bool = True) -> Any:
+    def underlay(*, ping: bool = True, plain: bool = False) -> Any:
         def build() -> Any:
             repo_cls = underlay_repository(ReadItem)
             db = backend.db if ping else backend.db_no_ping
+            # plain=True: the repository in a plain SQLAlchemy session, to tell the cost of
+            # the repository from the cost of Database's session
+            opener = backend.sessionmaker if plain else db.session
 
             async def run() -> None:
                 if one_session:
-                    async with db.session() as session:
+                    async with opener() as session:
                         repo = repo_cls(session)
                         for i in ids:
                             assert (await repo.get(i)).id == i
                 else:
                     for i in ids:
-                        async with db.session() as session:
+                        async with opener() as session:
                             assert (await repo_cls(session).get(i)).id == i
 
             return run
@@ -181,6 +184,14 @@ def get_scenario(  # noqa: PLR0915 - one closure per contender, side by side
                 "underlay",
                 underlay(ping=False),
                 note="diagnostic",
+            )
+        )
+        contenders.append(
+            guarded(
+                "underlay repo.get, plain session",
+                "underlay",
+                underlay(plain=True),
+                note="diagnostic: SQLAlchemy's sessionmaker",
             )
         )
     slug = "one-session" if one_session else "per-call"
@@ -246,18 +257,22 @@ def list_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
 
         return run
 
-    def underlay() -> Any:
-        repo_cls = underlay_repository(ReadItem)
+    def underlay(*, plain: bool = False) -> Any:
+        def build() -> Any:
+            repo_cls = underlay_repository(ReadItem)
+            opener = backend.sessionmaker if plain else backend.db.session
 
-        async def run() -> None:
-            for cat in cats:
-                async with backend.db.session() as session:
-                    items = await repo_cls(session).list_all(
-                        ReadItem.category == cat, order_by=ReadItem.id, limit=50
-                    )
-                    assert len(items) == 50
+            async def run() -> None:
+                for cat in cats:
+                    async with opener() as session:
+                        items = await repo_cls(session).list_all(
+                            ReadItem.category == cat, order_by=ReadItem.id, limit=50
+                        )
+                        assert len(items) == 50
 
-        return run
+            return run
+
+        return build
 
     driver = "asyncpg" if backend.is_postgres else "aiosqlite"
     contenders = [
@@ -265,7 +280,13 @@ def list_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
         Contender("SQLAlchemy Core select", "core", core),
         Contender("SQLAlchemy ORM select", "orm", orm),
         guarded("advanced-alchemy get_many", "advanced-alchemy", aa),
-        guarded("underlay list_all", "underlay", underlay),
+        guarded("underlay list_all", "underlay", underlay()),
+        guarded(
+            "underlay list_all, plain session",
+            "underlay",
+            underlay(plain=True),
+            note="diagnostic: SQLAlchemy's sessionmaker",
+        ),
     ]
     return Scenario(
         id=f"{backend.label}.list50",
