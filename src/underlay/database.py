@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -12,7 +13,7 @@ from uuid import uuid4
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -155,7 +156,12 @@ class Database:
         max_overflow: Extra connections allowed beyond ``pool_size`` under load.
         pool_timeout: Seconds to wait for a free connection before failing.
         pool_recycle: Seconds after which a connection is replaced; ``-1`` never.
-        pool_pre_ping: Test a connection before handing it out, replacing dead ones.
+        pool_pre_ping: Test a connection before handing it out, replacing dead ones. Only a
+            connection that sat in the pool for ``pre_ping_idle`` seconds or more is tested:
+            one returned moments ago was just seen working, and pinging it on every
+            checkout would cost a round trip per session.
+        pre_ping_idle: Seconds a pooled connection must have been idle before it is pinged.
+            ``0`` pings on every checkout.
         cache: A :class:`underlay.cache.Cache` to keep coherent with this database's commits.
         pgbouncer: Make asyncpg work behind PgBouncer in transaction mode (no
             server-side prepared statement cache, unique statement names).
@@ -182,6 +188,7 @@ class Database:
         pool_timeout: float = 30,
         pool_recycle: int = 1800,
         pool_pre_ping: bool = True,
+        pre_ping_idle: float = 0.5,
         cache: Cache | None = None,
         pgbouncer: bool = False,
         sqlite_busy_timeout: int = 5000,
@@ -189,7 +196,7 @@ class Database:
     ) -> None:
         self.url = _async_url(url)
         self.cache = cache
-        options: dict[str, Any] = {"echo": echo, "pool_pre_ping": pool_pre_ping}
+        options: dict[str, Any] = {"echo": echo}
         backend = self.url.get_backend_name()
         in_memory = backend == "sqlite" and self.url.database in (None, "", ":memory:")
         # A caller-chosen pool class (e.g. NullPool for tests) takes no queue sizing options.
@@ -216,6 +223,8 @@ class Database:
         if backend == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
         event.listen(self.engine.sync_engine, "handle_error", _translate_driver_error)
+        if pool_pre_ping:
+            _ping_idle_connections(self.engine, idle=pre_ping_idle)
 
         # One sync Session subclass per Database, so event listeners (soft delete, cache
         # invalidation) installed for this database never leak into another one.
@@ -352,6 +361,32 @@ def _translate_driver_error(context: ExceptionContext) -> BaseException | None:
     if context.is_pre_ping or context.sqlalchemy_exception is None:
         return None
     return translate_error(context.sqlalchemy_exception)
+
+
+_RETURNED_AT = "underlay.returned_at"
+
+
+def _ping_idle_connections(engine: AsyncEngine, *, idle: float) -> None:
+    # SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per session, most of a
+    # short request's overhead. A connection checked in less than ``idle`` seconds ago was
+    # just used successfully, so only older ones are pinged (HikariCP's bypass window).
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < idle:
+            return  # a new connection, or one that worked a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool invalidates this connection and checks out (or opens) another.
+            raise DisconnectionError(f"pre-ping failed: {exc}") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: int, wal: bool) -> None:

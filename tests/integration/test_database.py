@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import Backend
 from tests.integration.models import Post, User
@@ -119,6 +120,44 @@ class TestPool:
             async with small.session() as session:
                 assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
             assert small.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        finally:
+            await small.dispose()
+
+
+class TestPrePing:
+    async def _kill_pooled_connection(self, database: Database, admin: Database) -> int:
+        async with database.session() as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with admin.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await asyncio.sleep(0.2)  # let the pooled connection sit idle past the window
+        return int(pid)
+
+    async def test_dead_idle_connection_is_replaced(self, backend: Backend, db: Database) -> None:
+        """A pooled connection killed by the server is pinged, dropped and replaced unseen."""
+        if not backend.is_postgres:
+            pytest.skip("needs a server that can terminate another session's connection")
+        small = Database(backend.url, pool_size=1, max_overflow=0, pre_ping_idle=0.1)
+        try:
+            killed = await self._kill_pooled_connection(small, db)
+            async with small.session() as session:
+                pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            assert pid != killed
+        finally:
+            await small.dispose()
+
+    async def test_without_pre_ping_the_dead_connection_fails(
+        self, backend: Backend, db: Database
+    ) -> None:
+        """The control: with pre-ping off, the first use of the killed connection fails."""
+        if not backend.is_postgres:
+            pytest.skip("needs a server that can terminate another session's connection")
+        small = Database(backend.url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+        try:
+            await self._kill_pooled_connection(small, db)
+            with pytest.raises(DBAPIError):
+                async with small.session() as session:
+                    await session.execute(text("SELECT 1"))
         finally:
             await small.dispose()
 
