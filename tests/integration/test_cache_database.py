@@ -222,6 +222,20 @@ class TestReads:
             assert await tenant_b.get(1) is None
             assert await tenant_a.get(1) is not None
 
+    async def test_new_instances_share_only_unscoped_entries(
+        self, cdb: Database, cache: BaseCache
+    ) -> None:
+        """A repository built per request hits the entry; a scoped one of the class never does."""
+        async with cdb.session() as session:
+            assert await cached(session, cache).get(1) is not None
+        hits = cache.stats.hits
+        async with cdb.session() as session:
+            assert await cached(session, cache).get(1) is not None
+        assert cache.stats.hits == hits + 1
+        async with cdb.session() as session:
+            assert await cached(session, cache, where=[Product.tenant == "b"]).get(1) is None
+        assert cache.stats.hits == hits + 1
+
     async def test_schemas_never_share_entries(self, cdb: Database, cache: BaseCache) -> None:
         """Two schemas of one model are cached apart (the key holds the schema fingerprint)."""
         async with cdb.session() as session:

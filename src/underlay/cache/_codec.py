@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -153,11 +154,13 @@ def _untagged(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
 def schema_fingerprint(schema: type[BaseModel]) -> str:
     """Return a short hash of ``schema``'s JSON schema, to put in cache keys.
 
     A deploy that changes the schema's fields or types changes the fingerprint, so new code
-    never reads entries shaped for the old one.
+    never reads entries shaped for the old one. Computed once per class: building the JSON
+    schema is far slower than a cache hit.
 
     Example:
         >>> from pydantic import BaseModel

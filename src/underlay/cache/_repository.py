@@ -17,6 +17,7 @@ from underlay.cache._codec import JSONCodec, schema_fingerprint
 from underlay.cache._keys import format_id, lists_namespace, row_namespace, rows_namespace
 from underlay.cache._protocol import Cache
 from underlay.exceptions import NotFoundError
+from underlay.repository import SQLAlchemyRepository
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
@@ -25,6 +26,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _KEY_CODEC = JSONCodec()
+# Compiled entity scopes shared by instances of one repository class, per dialect.
+_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[str, set[FromClause]]]] = {}
+_MAX_SCOPES = 256
 # Isolation levels whose every statement sees the latest commits: a loader's view is then
 # never older than the generations read just before it.
 _FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
@@ -279,13 +283,22 @@ class CachedRepository(Generic[SchemaT]):
     ) -> tuple[str, set[str], set[FromClause]]:
         """Return the key, namespaces and tables of one entity's entry."""
         memo = (include_deleted, *(_describe(option) for option in options))
-        if memo not in self._scopes:
-            # The scope does not depend on the id: compile it once per repository object.
+        scopes = self._scopes
+        if self._class_wide_scope():
+            # A request builds a new CachedRepository: share the compiled scope with every
+            # instance of the same repository class, whose SELECT cannot differ.
+            dialect = self._session.sync_session.get_bind().dialect.name
+            shared = (type(self.repository), dialect, self._dependencies)
+            scopes = _CLASS_SCOPES.setdefault(shared, {})
+        if memo not in scopes:
+            # The scope does not depend on the id: compile it once.
             scope = self.repository.select_statement(
                 options=options, include_deleted=include_deleted
             )
-            self._scopes[memo] = (self._digest(scope, options), self._tables(scope))
-        digest, tables = self._scopes[memo]
+            if len(scopes) >= _MAX_SCOPES:
+                scopes.clear()
+            scopes[memo] = (self._digest(scope, options), self._tables(scope))
+        digest, tables = scopes[memo]
         ident = _KEY_CODEC.encode(id).decode()
         key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
         namespaces = {
@@ -294,6 +307,15 @@ class CachedRepository(Generic[SchemaT]):
             *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
         }
         return key, namespaces, tables
+
+    def _class_wide_scope(self) -> bool:
+        """Whether this repository's entity SELECT depends only on its class."""
+        repository = self.repository
+        return (
+            isinstance(repository, SQLAlchemyRepository)
+            and not repository.scope
+            and type(repository).select_statement is SQLAlchemyRepository.select_statement
+        )
 
     def _fill_policy(self, tables: set[FromClause]) -> bool | None:
         """``None``: bypass the cache; else whether loaded values may be published."""
