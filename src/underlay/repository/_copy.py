@@ -1,19 +1,21 @@
-"""Bulk insert with PostgreSQL's COPY through asyncpg."""
+"""Bulk insert on the driver connection: COPY through asyncpg, executemany through aiosqlite."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Table
+from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import FromClause
 
 from underlay.exceptions import translate_error
+from underlay.repository._bulk import RowLayout, row_layout
 
-__all__ = ["copy_rows", "copy_supported"]
+__all__ = ["copy_rows", "copy_supported", "driver_insert_layouts", "executemany_rows"]
 
 
 def copy_supported(table: FromClause, dialect: Dialect) -> bool:
@@ -29,27 +31,67 @@ def copy_supported(table: FromClause, dialect: Dialect) -> bool:
     return True
 
 
-def _python_default(column: Column[Any]) -> Any:
-    default = column.default
-    if default.is_callable:  # type: ignore[union-attr]  # only called for columns with a default
-        # SQLAlchemy wraps zero-argument callables to take the execution context
-        return default.arg(None)  # type: ignore[union-attr]  # ColumnDefault.arg
-    return default.arg  # type: ignore[union-attr]  # ColumnDefault.arg
+def driver_insert_layouts(
+    model: type[Any], table: Table, groups: Sequence[Sequence[Mapping[str, Any]]], dialect: Dialect
+) -> list[RowLayout] | None:
+    """Return the layouts for an executemany on the aiosqlite connection, or ``None``.
+
+    Only where SQLAlchemy would add nothing per row: no value needs a bind processor and
+    every column a row leaves out has no Python-side default or a constant one (the same
+    value SQLAlchemy would bind). Anything else goes through Core.
+    """
+    if dialect.name != "sqlite" or dialect.driver != "aiosqlite":
+        return None
+    layouts = []
+    for group in groups:
+        layout = row_layout(model, table, group[0].keys(), dialect)
+        if not layout.plain or any(not c.default.is_scalar for c in layout.defaulted):  # type: ignore[union-attr]  # defaulted columns have a default
+            return None
+        layouts.append(layout)
+    return layouts
+
+
+async def executemany_rows(
+    connection: AsyncConnection,
+    table: Table,
+    groups: Sequence[Sequence[Mapping[str, Any]]],
+    layouts: Sequence[RowLayout],
+) -> None:
+    """INSERT ``groups`` with one executemany each on the aiosqlite connection.
+
+    The statement runs in the session's transaction (the connection has begun it), so it
+    commits and rolls back with it. Errors are translated as for any other statement.
+    """
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    name = preparer.format_table(table)
+    for group, layout in zip(groups, layouts, strict=True):
+        columns = ", ".join(preparer.quote(column.name) for column in layout.columns)
+        marks = ", ".join("?" for _ in layout.columns)
+        sql = f"INSERT INTO {name} ({columns}) VALUES ({marks})"  # noqa: S608 - quoted identifiers, bound values
+        try:
+            cursor = await driver.executemany(sql, layout.records(group))
+        except sqlite3.Error as exc:
+            # raise what a Core statement would: the underlay error, else SQLAlchemy's wrapper
+            wrapped = DBAPIError.instance(sql, None, exc, sqlite3.Error)
+            raise (translate_error(wrapped) or wrapped) from exc
+        await cursor.close()
 
 
 async def copy_rows(
     connection: AsyncConnection,
-    table: FromClause,
-    rows: Sequence[Mapping[str, Any]],
-    columns: Mapping[str, Column[Any]],
+    model: type[Any],
+    table: Table,
+    groups: Sequence[Sequence[Mapping[str, Any]]],
 ) -> None:
-    """COPY ``rows`` (attribute-name mappings) into ``table`` in the connection's transaction.
+    """COPY ``groups`` (rows of attribute names, same keys per group) into ``table``.
 
-    Columns a row omits get their Python-side default computed here, or are left out of the
-    COPY so the server default applies. Values go through the column types' bind processing,
-    as they would for an INSERT.
+    Runs in the connection's transaction. Columns a row omits get their Python-side default
+    computed here, or are left out of the COPY so the server default applies. Values go
+    through the column types' bind processing, as they would for an INSERT.
     """
-    assert isinstance(table, Table)  # noqa: S101 - checked by copy_supported
     dialect = connection.dialect
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
@@ -57,44 +99,19 @@ async def copy_rows(
         # SQLAlchemy's asyncpg adapter opens its transaction lazily, on the first statement;
         # a COPY before that would run (and commit) on its own
         await connection.exec_driver_sql("SELECT 1")
-    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(frozenset(row), []).append(row)
-    for keys, group in groups.items():
-        names = sorted(keys)
-        given = [columns[name] for name in names]
-        given_names = {column.name for column in given}
-        defaulted = [
-            column
-            for column in table.columns
-            if column.name not in given_names and column.default is not None
-        ]
-        targets = [*given, *defaulted]
-        processors = [
-            column.type.dialect_impl(dialect).bind_processor(dialect) for column in targets
-        ]
-        records = []
-        for row in group:
-            values = [row[name] for name in names]
-            values.extend(_python_default(column) for column in defaulted)
-            records.append(
-                tuple(
-                    value if process is None or value is None else process(value)
-                    for value, process in zip(values, processors, strict=True)
-                )
-            )
+    for group in groups:
+        layout = row_layout(model, table, group[0].keys(), dialect)
         try:
             await driver.copy_records_to_table(
                 table.name,
-                records=records,
-                columns=[column.name for column in targets],
+                records=layout.records(group),
+                columns=[column.name for column in layout.columns],
                 schema_name=table.schema,
             )
         except Exception as exc:
             if getattr(exc, "sqlstate", None) is None:
                 raise
-            wrapped = DBAPIError(f"COPY {table.name}", None, exc)
-            error = translate_error(wrapped)
+            error = translate_error(DBAPIError(f"COPY {table.name}", None, exc))
             if error is None:
                 raise
             raise error from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,13 +92,14 @@ def _on_update_value(column: Column[Any]) -> Any:
 def upsert_statement(
     model: type[Any],
     dialect_name: str,
-    rows: Sequence[Mapping[str, Any]],
+    keys: Iterable[str],
     target: ConflictTarget,
     *,
     version_column: Column[Any] | None,
 ) -> Any:
-    """Build one ORM-enabled upsert of ``rows`` (all with the same keys) returning entities.
+    """Build one ORM-enabled upsert returning entities, for rows with the attribute ``keys``.
 
+    The rows are passed when it is executed (an executemany, which SQLAlchemy batches).
     The update branch sets every given column except the conflict and primary-key columns,
     moves ``onupdate`` columns (such as ``updated_at``) and bumps ``version_column``.
 
@@ -113,13 +114,15 @@ def upsert_statement(
         )
     columns = column_map(model)
     conflict = target.columns
-    statement = insert(model).values(list(rows))
+    statement = insert(model)
     table = conflict[0].table
     fixed = {c.name for c in conflict} | {c.name for c in table.primary_key.columns}
-    given = {columns[key].name for key in rows[0]}
+    # sorted: rows with the same key set in another order build the same (cached) statement
+    names = sorted(keys)
+    given = {columns[key].name for key in names}
     set_: dict[Column[Any], ColumnElement[Any] | Any] = {
         columns[key]: statement.excluded[columns[key].name]
-        for key in rows[0]
+        for key in names
         if columns[key].name not in fixed
     }
     for column in table.columns:

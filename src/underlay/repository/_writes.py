@@ -14,26 +14,22 @@ from underlay.database import record_write
 from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionError
 from underlay.models import utcnow
 from underlay.repository._base import RepositoryBase
-from underlay.repository._copy import copy_rows, copy_supported
+from underlay.repository._bulk import RowReader, group_rows
+from underlay.repository._copy import (
+    copy_rows,
+    copy_supported,
+    driver_insert_layouts,
+    executemany_rows,
+)
 from underlay.repository._query import column_map, values_dict
 from underlay.repository._upsert import conflict_target, upsert_statement
 from underlay.typing import ModelT
 
 __all__ = ["COPY_THRESHOLD", "WriteMethods"]
 
-#: ``insert_many`` uses COPY on asyncpg from this many rows (with ``method="auto"``).
+#: ``insert_many`` uses COPY on asyncpg (and the driver's executemany on aiosqlite) from this
+#: many rows (with ``method="auto"``).
 COPY_THRESHOLD = 1000
-
-# rows per INSERT ... VALUES statement: stays under SQLite's and PostgreSQL's bind limits
-_MAX_PARAMS = 30000
-
-
-def _groups(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Group rows by their key set, keeping order: one executemany needs uniform keys."""
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
 
 
 class WriteMethods(RepositoryBase[ModelT]):
@@ -50,13 +46,6 @@ class WriteMethods(RepositoryBase[ModelT]):
         if column is None:
             return None
         return next(key for key, col in column_map(self.model).items() if col is column)
-
-    def _refuse_managed(self, row: Mapping[str, Any], operation: str) -> None:
-        key = self._version_key
-        if key is not None and key in row:
-            raise InvalidQueryError(
-                f"{operation} manages {self.model.__name__}.{key} itself; leave it out."
-            )
 
     async def _row_exists(self, id: Any, *, live_only: bool) -> bool:
         criteria = [*self._id_criteria(id), *self.scope]
@@ -237,19 +226,23 @@ class WriteMethods(RepositoryBase[ModelT]):
         cannot touch a row twice. See :meth:`upsert`.
 
         Returns:
-            One entity per distinct key, in the order the database returned them.
+            One entity per distinct key, in the order of the rows (a repeated key takes
+            the place of its last row).
         """
         dialect = self._dialect.name
         target = conflict_target(self.model, conflict_on, dialect)
         columns = column_map(self.model)
         conflict_keys = [next(k for k, c in columns.items() if c is col) for col in target.columns]
-        merged: dict[Any, dict[str, Any]] = {}
+        reader = RowReader(self.model, managed=self._version_key, operation="upsert")
+        merged: dict[Any, Mapping[str, Any]] = {}
+        complete: Any = None
         for position, raw in enumerate(rows):
-            row = values_dict(self.model, raw)
-            self._refuse_managed(row, "upsert")
-            missing = [key for key in conflict_keys if key not in row]
-            if missing:
-                raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
+            row = reader.read(raw)
+            if row.keys() != complete:
+                missing = [key for key in conflict_keys if key not in row]
+                if missing:
+                    raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
+                complete = row.keys()
             try:
                 identity: Any = tuple(row[key] for key in conflict_keys)
                 hash(identity)
@@ -258,23 +251,41 @@ class WriteMethods(RepositoryBase[ModelT]):
             merged.pop(identity, None)
             merged[identity] = row
         version_column = self._version_column
-        entities: list[ModelT] = []
+        returned: list[ModelT] = []
         with self._translated(None):
-            for group in _groups(merged.values()):
-                step = max(1, min(1000, _MAX_PARAMS // max(1, len(group[0]))))
-                for start in range(0, len(group), step):
-                    statement = upsert_statement(
-                        self.model,
-                        dialect,
-                        group[start : start + step],
-                        target,
-                        version_column=version_column,
-                    )
-                    result = await self.session.execute(
-                        statement, execution_options={"populate_existing": True}
-                    )
-                    entities.extend(result.scalars().all())
-        return entities
+            for group in group_rows(merged.values(), reader):
+                # one statement per key set, the rows as executemany parameters: SQLAlchemy
+                # batches them (insertmanyvalues) and the compiled statement is cached
+                statement = upsert_statement(
+                    self.model, dialect, group[0].keys(), target, version_column=version_column
+                )
+                result = await self.session.execute(
+                    statement, list(group), execution_options={"populate_existing": True}
+                )
+                returned.extend(result.scalars().all())
+        return self._in_row_order(returned, merged, conflict_keys)
+
+    @staticmethod
+    def _in_row_order(
+        entities: list[ModelT], merged: Mapping[Any, Any], conflict_keys: Sequence[str]
+    ) -> list[ModelT]:
+        """Sort returned entities into the order of ``merged`` (keyed by conflict values).
+
+        RETURNING does not promise the order of the rows, and rows of different key sets
+        run as separate statements. Entities whose key does not compare equal to the given
+        one (a value the column type converts) keep their returned order, at the end.
+        """
+        found: dict[Any, ModelT] = {}
+        for entity in entities:
+            try:
+                found[tuple(getattr(entity, key) for key in conflict_keys)] = entity
+            except TypeError:
+                return entities
+        ordered = [found.pop(identity) for identity in merged if identity in found]
+        if len(ordered) < len(entities):
+            placed = {id(entity) for entity in ordered}
+            ordered.extend(entity for entity in entities if id(entity) not in placed)
+        return ordered
 
     # -- bulk insert ----------------------------------------------------------------------
 
@@ -290,7 +301,11 @@ class WriteMethods(RepositoryBase[ModelT]):
         through ``session.execute``, so session events see it). ``"copy"`` streams the rows
         with PostgreSQL's COPY through asyncpg; columns a row leaves out get their Python
         default or the server default. ``"auto"`` uses COPY on asyncpg for
-        ``COPY_THRESHOLD`` (1,000) rows or more, else ``"values"``.
+        ``COPY_THRESHOLD`` (1,000) rows or more; on aiosqlite it sends that many rows as
+        one executemany on the driver connection when SQLAlchemy would add nothing per row
+        (no value needs a type conversion and no left-out column has a computed Python
+        default); otherwise ``"values"``. COPY and the driver executemany are recorded
+        with :func:`underlay.database.record_write`, so cache invalidation sees them.
 
         Args:
             rows: Mappings of attribute names, or Pydantic models.
@@ -306,11 +321,11 @@ class WriteMethods(RepositoryBase[ModelT]):
         """
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
-        data = [values_dict(self.model, row) for row in rows]
-        for row in data:
-            self._refuse_managed(row, "insert_many")
-        if not data:
+        reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
+        groups = group_rows(rows, reader)
+        if not groups:
             return 0
+        count = sum(map(len, groups))
         dialect = self._dialect
         table = self._mapper.local_table
         assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
@@ -320,18 +335,29 @@ class WriteMethods(RepositoryBase[ModelT]):
                 "insert_many(method='copy') needs PostgreSQL through asyncpg and columns "
                 "whose defaults are values or Python callables."
             )
-        columns = column_map(self.model)
+        large = method == "auto" and count >= COPY_THRESHOLD
         with self._translated(None):
-            if method == "copy" or (method == "auto" and copy_ok and len(data) >= COPY_THRESHOLD):
+            if method == "copy" or (large and copy_ok):
                 connection = await self.session.connection()
-                await copy_rows(connection, table, data, columns)
+                await copy_rows(connection, self.model, table, groups)
                 record_write(self.session, self.model)
-                return len(data)
+                return count
+            layouts = driver_insert_layouts(self.model, table, groups, dialect) if large else None
+            if layouts is not None:
+                connection = await self.session.connection()
+                await executemany_rows(connection, table, groups, layouts)
+                record_write(self.session, self.model)
+                return count
             statement = insert(table)
-            for group in _groups(data):
-                params = [{columns[key].key: value for key, value in row.items()} for row in group]
-                await self.session.execute(statement, params)
-        return len(data)
+            columns = column_map(self.model)
+            for group in groups:
+                keys = group[0].keys()
+                if all(columns[key].key == key for key in keys):
+                    await self.session.execute(statement, list(group))
+                else:
+                    params = [{columns[k].key: v for k, v in row.items()} for row in group]
+                    await self.session.execute(statement, params)
+        return count
 
     # -- delete ---------------------------------------------------------------------------
 

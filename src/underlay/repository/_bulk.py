@@ -1,0 +1,172 @@
+"""Shared per-row work of the bulk writes: checking, grouping and flattening rows.
+
+Bulk writes see thousands of rows with the same keys, so everything that depends only on a
+row's key set (the name check, the refusal of managed columns, the column list and the
+value conversions) is done once per key set instead of once per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Table
+from sqlalchemy.engine import Dialect
+
+from underlay.exceptions import InvalidQueryError
+from underlay.repository._query import column_map, values_dict
+
+__all__ = ["RowReader", "group_rows", "python_default", "row_layout"]
+
+
+class RowReader:
+    """Turn caller rows into attribute-name mappings, checking each key set once.
+
+    A ``dict`` is used as it is (never modified); other mappings are copied and Pydantic
+    models contribute the fields that were set.
+    """
+
+    def __init__(self, model: type[Any], *, managed: str | None, operation: str) -> None:
+        self.model = model
+        self.managed = managed
+        self.operation = operation
+        self.checked: set[frozenset[str]] = set()
+        # the keys of the last row read: consecutive rows with equal keys skip every check
+        self.last: Any = None
+
+    def read(self, raw: Mapping[str, Any] | BaseModel) -> Mapping[str, Any]:
+        """Return ``raw`` as a mapping of checked attribute names.
+
+        Raises:
+            InvalidQueryError: Not a mapping or model, an unknown key, or a managed column.
+        """
+        row = raw if type(raw) is dict else self.normalize(raw)
+        keys = row.keys()
+        if keys != self.last:
+            self.check(frozenset(keys), row)
+            self.last = keys
+        return row
+
+    def normalize(self, raw: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """Return a dict of ``raw``'s values (unchecked); see the class docstring."""
+        if isinstance(raw, BaseModel):
+            return raw.model_dump(exclude_unset=True)
+        if isinstance(raw, Mapping):
+            return dict(raw)
+        # untyped callers can pass anything: values_dict raises the usual error
+        return values_dict(self.model, raw)  # type: ignore[unreachable]
+
+    def check(self, key_set: frozenset[str], row: Mapping[str, Any]) -> None:
+        """Check a key set the first time it is seen (``row`` is one row with it)."""
+        if key_set in self.checked:
+            return
+        values_dict(self.model, row)
+        if self.managed is not None and self.managed in key_set:
+            raise InvalidQueryError(
+                f"{self.operation} manages {self.model.__name__}.{self.managed} itself; "
+                "leave it out."
+            )
+        self.checked.add(key_set)
+
+
+def group_rows(
+    rows: Iterable[Mapping[str, Any] | BaseModel], reader: RowReader
+) -> list[list[Mapping[str, Any]]]:
+    """Read ``rows`` and group them by key set, in order of each set's first row.
+
+    One executemany (or COPY) needs rows with the same keys. Consecutive rows with equal
+    keys go to the same group without building a key set for each.
+    """
+    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
+    last: Any = None
+    current: list[Mapping[str, Any]] = []  # replaced at the first row
+    append = current.append
+    # the hot loop of a bulk insert: a dict row with the previous row's keys costs one
+    # key-view comparison and an append
+    for raw in rows:
+        row = raw if type(raw) is dict else reader.normalize(raw)
+        keys = row.keys()
+        if keys != last:
+            key_set = frozenset(keys)
+            reader.check(key_set, row)
+            append = groups.setdefault(key_set, []).append
+            last = keys
+        append(row)
+    return list(groups.values())
+
+
+def python_default(column: Column[Any]) -> Any:
+    """Compute the Python-side default of ``column`` (a scalar or a callable)."""
+    default = column.default
+    if default.is_callable:  # type: ignore[union-attr]  # only called for columns with a default
+        # SQLAlchemy wraps zero-argument callables to take the execution context
+        return default.arg(None)  # type: ignore[union-attr]  # ColumnDefault.arg
+    return default.arg  # type: ignore[union-attr]  # ColumnDefault.arg
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How rows with one key set become tuples in the order of ``columns``.
+
+    Attributes:
+        names: The attribute names the rows give, in tuple order.
+        columns: The table columns of the tuples: the given ones, then those whose Python
+            default is computed here (columns left out of both get their server default).
+        defaulted: The columns among ``columns`` filled with their Python default.
+        processors: Each column's bind processor (``None`` where the value passes as is).
+    """
+
+    names: tuple[str, ...]
+    columns: tuple[Column[Any], ...]
+    defaulted: tuple[Column[Any], ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    @property
+    def plain(self) -> bool:
+        """Whether no value needs a conversion (tuples can be taken from rows as they are)."""
+        return all(process is None for process in self.processors)
+
+    def records(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Return one tuple per row, defaults computed and values converted."""
+        names, defaulted = self.names, self.defaulted
+        if self.plain and not defaulted:
+            if len(names) == 1:
+                (name,) = names
+                return [(row[name],) for row in rows]
+            getter = itemgetter(*names)
+            return list(map(getter, rows))
+        records = []
+        processors = self.processors
+        for row in rows:
+            values = [row[name] for name in names]
+            values.extend(python_default(column) for column in defaulted)
+            records.append(
+                tuple(
+                    value if process is None or value is None else process(value)
+                    for value, process in zip(values, processors, strict=True)
+                )
+            )
+        return records
+
+
+def row_layout(model: type[Any], table: Table, keys: Iterable[str], dialect: Dialect) -> RowLayout:
+    """Lay out rows with the attribute names ``keys`` as tuples for ``table``.
+
+    Columns a row leaves out that have a Python-side default (scalar or callable) are
+    appended; the caller checks that no left-out column has a SQL default expression.
+    """
+    columns = column_map(model)
+    names = tuple(sorted(keys))
+    given = [columns[name] for name in names]
+    given_names = {column.name for column in given}
+    defaulted = tuple(
+        column
+        for column in table.columns
+        if column.name not in given_names and column.default is not None
+    )
+    targets = (*given, *defaulted)
+    processors = tuple(column.type._cached_bind_processor(dialect) for column in targets)
+    return RowLayout(names, targets, defaulted, processors)
