@@ -86,8 +86,15 @@ def _value_key(key: Any) -> str | None:
     return key if isinstance(key, str) else getattr(key, "key", None)
 
 
+#: Execution option of an UPDATE that already sets ``version = version + 1`` itself (the
+#: repository's statements): the hook then leaves it as it is instead of rebuilding it.
+VERSION_BUMPED = "underlay_version_bumped"
+
+
 def _bump_versions(state: ORMExecuteState) -> Result[Any] | None:
     if not (state.is_update and state.is_orm_statement):
+        return None
+    if state.execution_options.get(VERSION_BUMPED):
         return None
     statement = state.statement
     entity = statement.entity_description.get("entity")  # type: ignore[attr-defined]  # an ORM Update here

@@ -13,6 +13,7 @@ from sqlalchemy.orm.util import identity_key
 from underlay.database import record_write
 from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionError
 from underlay.models import utcnow
+from underlay.models._versioning import VERSION_BUMPED
 from underlay.repository._base import RepositoryBase
 from underlay.repository._bulk import RowReader, group_rows
 from underlay.repository._copy import (
@@ -156,9 +157,7 @@ class WriteMethods(RepositoryBase[ModelT]):
             criteria.append(column_map(self.model)["deleted_at"].is_(None))
         if version_column is not None and expected_version is not None:
             criteria.append(version_column == expected_version)
-        statement = update(self.model).where(*criteria).values(**data)
-        if version_column is not None and version_key is not None:
-            statement = statement.values({version_key: version_column + 1})
+        statement = self._bump_version(update(self.model).where(*criteria).values(**data))
 
         with self._translated(id):
             entity = await self._execute_returning(statement, id)
@@ -394,7 +393,10 @@ class WriteMethods(RepositoryBase[ModelT]):
         version_column, version_key = self._version_column, self._version_key
         if version_column is None or version_key is None:
             return statement
-        return statement.values({version_key: version_column + 1})
+        # marked, so the session's versioning hook does not rebuild what is already right
+        return statement.values({version_key: version_column + 1}).execution_options(
+            **{VERSION_BUMPED: True}
+        )
 
     async def hard_delete(self, id_or_entity: Any) -> None:
         """Delete one row for real, also a soft-deleted one, and detach its entity.
