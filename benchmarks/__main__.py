@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from . import scenarios_cache, scenarios_page, scenarios_read, scenarios_write
-from ._env import Backend, ensure_postgres_database, machine_info, open_backend
+from ._env import (
+    Backend,
+    drop_postgres_database,
+    ensure_postgres_database,
+    machine_info,
+    open_backend,
+)
 from ._harness import Scenario, format_table, run_scenario, scenario_record
 from .targets import evaluate, format_targets
 
@@ -133,6 +139,7 @@ async def main(argv: list[str] | None = None) -> int:
     finally:
         await scenarios_cache.delete_bench_keys(client)
         await client.aclose()
+        await drop_postgres_database()
 
     targets = evaluate(runs, labels)
     print(format_targets(targets))

@@ -3,7 +3,9 @@
 Settings come from the environment so the harness runs elsewhere too:
 
 - ``UNDERLAY_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/underlay_bench``;
-  the database is created when missing),
+  each run works in a database of its own named after this one plus the process id, created
+  at the start and dropped at the end, so two runs on one server never drop each other's
+  tables),
 - ``UNDERLAY_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; the harness only touches
   keys under its own prefix and deletes them afterwards).
 """
@@ -35,8 +37,13 @@ from underlay import Database
 
 from .models import TABLES, Base
 
-POSTGRES_URL = os.environ.get(
-    "UNDERLAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/underlay_bench"
+_BASE_URL = make_url(
+    os.environ.get(
+        "UNDERLAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/underlay_bench"
+    )
+)
+POSTGRES_URL = _BASE_URL.set(database=f"{_BASE_URL.database}_{os.getpid()}").render_as_string(
+    hide_password=False
 )
 REDIS_URL = os.environ.get("UNDERLAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY_PREFIX = f"underlay-bench:{os.getpid()}:"
@@ -86,8 +93,7 @@ class Backend:
             shutil.rmtree(self.sqlite_path.parent, ignore_errors=True)
 
 
-async def ensure_postgres_database() -> None:
-    """Create the benchmark database when it does not exist yet."""
+async def _admin(statement: str) -> None:
     url = make_url(POSTGRES_URL)
     admin = await asyncpg.connect(
         host=url.host,
@@ -97,17 +103,26 @@ async def ensure_postgres_database() -> None:
         database="postgres",
     )
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
-        if not exists:
-            await admin.execute(f'CREATE DATABASE "{url.database}"')
+        await admin.execute(statement)
     finally:
         await admin.close()
+
+
+async def ensure_postgres_database() -> None:
+    """Create this run's benchmark database (dropping a leftover of the same name)."""
+    name = make_url(POSTGRES_URL).database
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(f'CREATE DATABASE "{name}"')
+
+
+async def drop_postgres_database() -> None:
+    """Drop this run's benchmark database."""
+    await _admin(f'DROP DATABASE IF EXISTS "{make_url(POSTGRES_URL).database}" WITH (FORCE)')
 
 
 async def open_backend(name: str) -> Backend:
     """Open the connections of one backend and (re)create the benchmark tables."""
     if name == "postgresql":
-        await ensure_postgres_database()
         url = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
         raw = await asyncpg.create_pool(
             host=url.host,
