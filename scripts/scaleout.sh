@@ -342,7 +342,7 @@ case $command in
     read -r -a todo <<<"$(engines "$@")"
     # PgBouncer first: it holds connections to the primary.
     for engine in pgbouncer sentinel cluster replica pg; do
-      [[ " ${todo[*]} " == *" $engine "* ]] && with_lock "$engine" "stop_$engine"
+      if [[ " ${todo[*]} " == *" $engine "* ]]; then with_lock "$engine" "stop_$engine"; fi
     done
     ;;
   status)

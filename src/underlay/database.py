@@ -260,6 +260,21 @@ class Database:
                 pool_timeout=pool_timeout,
                 pool_recycle=pool_recycle,
             )
+        # asyncpg's own statement cache cannot be set through a URL (SQLAlchemy passes the
+        # text on and asyncpg refuses it): take it from the query here, so a URL that
+        # carries both PgBouncer settings works as it is.
+        url_cache = self.url.query.get("statement_cache_size")
+        if url_cache is not None and self.url.get_driver_name() == "asyncpg":
+            self.url = self.url.difference_update_query(["statement_cache_size"])
+            engine_options["connect_args"] = {
+                **engine_options.get("connect_args", {}),
+                "statement_cache_size": _non_negative_int(url_cache, "statement_cache_size"),
+            }
+        pgbouncer = pgbouncer or (
+            url_cache is not None
+            and _non_negative_int(url_cache, "statement_cache_size") == 0
+            and self.url.query.get("prepared_statement_cache_size") == "0"
+        )
         if pgbouncer:
             if self.url.get_driver_name() != "asyncpg":
                 raise ValueError("pgbouncer=True applies to postgresql+asyncpg URLs only")
@@ -269,6 +284,8 @@ class Database:
             connect_args.setdefault("statement_cache_size", 0)
             options["connect_args"] = connect_args
             self.url = self.url.update_query_dict({"prepared_statement_cache_size": "0"})
+        #: Whether this database runs behind PgBouncer in transaction mode: features that
+        #: need session state (LISTEN, session-level advisory locks, SET) refuse to run.
         self.pgbouncer = pgbouncer
         options.update(engine_options)
 
@@ -512,6 +529,13 @@ async def _shielded(awaitable: Awaitable[None]) -> None:
 _CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
 # A token no replica ever reaches: reads go to the primary.
 _FOREVER = (1 << 64) - 1
+
+
+def _non_negative_int(value: str | tuple[str, ...], name: str) -> int:
+    text_value = value if isinstance(value, str) else value[-1]
+    if not text_value.isdigit():
+        raise ValueError(f"{name} in the URL must be a non-negative integer, got {text_value!r}")
+    return int(text_value)
 
 
 def _replica_url(primary: URL, url: str | URL) -> URL:

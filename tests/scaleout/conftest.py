@@ -41,38 +41,37 @@ def scaleout(*args: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def _engine(request: pytest.FixtureRequest, name: str) -> Iterator[dict[str, str]]:
+def _engine(name: str) -> Iterator[dict[str, str]]:
     missing = [binary for binary in _BINARIES[name] if shutil.which(binary) is None]
     if missing:
         services.unavailable(f"scale-out engine {name!r}", f"binaries {missing}")
-    urls = scaleout("start", name)
-    yield urls
+    yield scaleout("start", name)
     if not os.environ.get("SCALEOUT_EXTERNAL"):
-        request.addfinalizer(lambda: scaleout("stop", name))
+        scaleout("stop", name)
 
 
 @pytest.fixture(scope="session")
-def pg_pair(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def pg_pair() -> Iterator[dict[str, str]]:
     """The private primary and its streaming replica."""
-    yield from _engine(request, "pg")
+    yield from _engine("pg")
 
 
 @pytest.fixture(scope="session")
-def pgbouncer(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def pgbouncer() -> Iterator[dict[str, str]]:
     """PgBouncer in transaction mode in front of the private primary."""
-    yield from _engine(request, "pgbouncer")
+    yield from _engine("pgbouncer")
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def redis_cluster() -> Iterator[dict[str, str]]:
     """A 3-master + 3-replica Redis Cluster."""
-    yield from _engine(request, "cluster")
+    yield from _engine("cluster")
 
 
 @pytest.fixture(scope="session")
-def redis_sentinel(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def redis_sentinel() -> Iterator[dict[str, str]]:
     """A Redis master, its replica and one Sentinel."""
-    yield from _engine(request, "sentinel")
+    yield from _engine("sentinel")
 
 
 @pytest.fixture
