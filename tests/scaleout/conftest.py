@@ -1,8 +1,9 @@
 """Engines for the scale-out tests, started by the repository's own `scripts/scaleout.sh`.
 
 Each fixture starts its engine (idempotent) and yields what the tests connect to. With
-`SCALEOUT_EXTERNAL=1` (set by `.ci/run`, which starts every engine up front) nothing is
-stopped at the end; otherwise the session stops what it started. A missing binary skips the
+`SCALEOUT_EXTERNAL=1` (set by `.ci/run`, which starts every engine up front and stops them
+when it ends) or under xdist nothing is stopped at the end; otherwise the session stops the
+engines it used. A missing binary skips the
 tests, except under CI / `UNDERLAY_REQUIRE_SERVICES`, where it fails the run.
 """
 
@@ -46,7 +47,8 @@ def _engine(name: str) -> Iterator[dict[str, str]]:
     if missing:
         services.unavailable(f"scale-out engine {name!r}", f"binaries {missing}")
     yield scaleout("start", name)
-    if not os.environ.get("SCALEOUT_EXTERNAL"):
+    # Under xdist another worker may still use the engine: leave it to whoever started it.
+    if not os.environ.get("SCALEOUT_EXTERNAL") and not os.environ.get("PYTEST_XDIST_WORKER"):
         scaleout("stop", name)
 
 
