@@ -124,8 +124,7 @@ def index_foreign_keys(target: MetaData | Table | type[Any]) -> list[Index]:
     metadata = getattr(target, "metadata", None)
     if not isinstance(metadata, MetaData):
         raise TypeError(
-            f"index_foreign_keys() takes a MetaData, a Table or a declarative base, "
-            f"not {target!r}"
+            f"index_foreign_keys() takes a MetaData, a Table or a declarative base, not {target!r}"
         )
     event.listen(target, "after_mapper_constructed", _index_mapped, propagate=True)
     return index_foreign_keys(metadata)
@@ -150,10 +149,11 @@ def _index_table(table: Table) -> list[Index]:
 def _from_table(table: Table) -> list[UnindexedForeignKey]:
     if table.name in _IGNORED_TABLES:
         return []
-    leads: list[Sequence[str]] = []
-    for constraint in table.constraints:
-        if isinstance(constraint, PrimaryKeyConstraint | UniqueConstraint):
-            leads.append([column.name for column in constraint.columns])
+    leads: list[Sequence[str]] = [
+        [column.name for column in constraint.columns]
+        for constraint in table.constraints
+        if isinstance(constraint, PrimaryKeyConstraint | UniqueConstraint)
+    ]
     for index in table.indexes:
         partial = any(
             key.endswith("_where") and value is not None
@@ -212,8 +212,8 @@ def _from_database(inspector: Inspector, schema: str | None) -> list[UnindexedFo
         if primary:
             leads.append(primary["constrained_columns"])
         for index in indexes.get(key, []):
-            options = index.get("dialect_options", {})
-            if any(name.endswith("_where") and value is not None for name, value in options.items()):
+            options = index.get("dialect_options", {}).items()
+            if any(name.endswith("_where") and value is not None for name, value in options):
                 continue
             leads.append(_leading_columns(index["column_names"]))
         for constraint in constraints:
