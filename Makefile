@@ -49,8 +49,10 @@ pytest:
 	$(VENV)/bin/coverage combine --quiet
 	$(VENV)/bin/coverage report
 
+# Warnings are errors (-W) and every cross-reference must resolve (-n); -E rebuilds from scratch
+# so a warning is never hidden by a cached page.
 docs:
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	$(VENV)/bin/sphinx-build -b html -W --keep-going -n -E -q docs build/site
 
 BENCH_VENV ?= .venv-bench
 STAMP_BENCH := $(BENCH_VENV)/.installed-bench
