@@ -7,12 +7,15 @@ included) fails the build.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 from docutils import nodes
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 
 import underlay
 
@@ -109,6 +112,7 @@ html_theme_options = {
     "source_directory": "docs/",
 }
 html_show_sourcelink = False
+toc_object_entries_show_parents = "hide"
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
 
@@ -171,7 +175,32 @@ def _resolve_public_name(
     )
 
 
+def _comment_docstring(  # noqa: PLR0917 - the signature of Sphinx's event
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    """Give a re-exported constant the `#:` comment it has where it is defined.
+
+    Autodoc reads `#:` comments only from the module named in the directive; for
+    `underlay.models.NAMING_CONVENTION` that is the package, while the comment sits in a
+    private module, so autodoc would show the docstring of `dict` instead.
+    """
+    if what != "data":
+        return
+    package, _, attr = name.rpartition(".")
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith(package) or vars(module).get(attr) is not obj:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(module_name).find_attr_docs()
+        except PycodeError:
+            continue
+        if ("", attr) in docs:
+            lines[:] = list(docs["", attr])
+            return
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the resolver that maps private module paths to the documented public names."""
     app.connect("missing-reference", _resolve_public_name)
+    app.connect("autodoc-process-docstring", _comment_docstring)
     return {"parallel_read_safe": True}
