@@ -2,7 +2,13 @@
 
 from underlay._retry import retry_on_conflict
 from underlay._version import __version__
-from underlay.database import Database, DatabaseSession, call_after_commit, record_write
+from underlay.database import (
+    Database,
+    DatabaseSession,
+    ReplicaStats,
+    call_after_commit,
+    record_write,
+)
 from underlay.exceptions import (
     ConflictError,
     ConstraintError,
@@ -54,6 +60,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "ReadOnlySessionError",
+    "ReplicaStats",
     "Repository",
     "SQLAlchemyRepository",
     "SerializationError",

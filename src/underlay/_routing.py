@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from underlay.exceptions import InvalidQueryError, UnderlayError
 
-__all__ = ["ReplicaRouter", "format_lsn", "parse_lsn"]
+__all__ = ["ReplicaRouter", "ReplicaStats", "format_lsn", "parse_lsn"]
 
 logger = logging.getLogger("underlay.database.replicas")
 
@@ -69,8 +69,8 @@ class _Replica:
 
 
 @dataclass
-class RouterStats:
-    """What the router decided, for logs, metrics and tests.
+class ReplicaStats:
+    """Counts of where read-only sessions went, for logs, metrics and tests.
 
     Attributes:
         replica: Read-only sessions served by a replica.
@@ -102,7 +102,7 @@ class ReplicaRouter:
         self.check_interval = check_interval
         self.retry = retry
         self.newest_commit = 0
-        self.stats = RouterStats()
+        self.stats = ReplicaStats()
         self._turn = itertools.count()
         self.token: ContextVar[int] = ContextVar(f"underlay.lsn.{id(self)}", default=0)
 

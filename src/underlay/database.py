@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
-from underlay._routing import ReplicaRouter, RouterStats, format_lsn, parse_lsn
+from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
 from underlay.exceptions import ReadOnlySessionError, translate_error
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
@@ -35,6 +35,7 @@ __all__ = [
     "WRITES_KEY",
     "Database",
     "DatabaseSession",
+    "ReplicaStats",
     "call_after_commit",
     "record_write",
 ]
@@ -284,7 +285,7 @@ class Database:
             connect_args.setdefault("statement_cache_size", 0)
             options["connect_args"] = connect_args
             self.url = self.url.update_query_dict({"prepared_statement_cache_size": "0"})
-        #: Whether this database runs behind PgBouncer in transaction mode: features that
+        #: True when this database runs behind PgBouncer in transaction mode; features that
         #: need session state (LISTEN, session-level advisory locks, SET) refuse to run.
         self.pgbouncer = pgbouncer
         options.update(engine_options)
@@ -434,8 +435,8 @@ class Database:
             self._router.token.reset(reset)
 
     @property
-    def replica_stats(self) -> RouterStats:
-        """What read-only sessions were routed to: replica hits, primary fallbacks by reason."""
+    def replica_stats(self) -> ReplicaStats:
+        """Return the counts of where read-only sessions went (replica, or primary and why)."""
         return self._router.stats
 
     async def _note_commit(self) -> None:
