@@ -21,6 +21,7 @@ from underlay.exceptions import (
     ReadOnlySessionError,
     SerializationError,
     StaleVersionError,
+    TenantRequiredError,
     UnderlayError,
 )
 from underlay.models import (
@@ -43,8 +44,18 @@ from underlay.repository import (
     to_schema,
     to_schemas,
 )
+from underlay.tenancy import (
+    AuditMixin,
+    TenantMixin,
+    UUIDv7Mixin,
+    actor_context,
+    all_tenants,
+    tenant_context,
+    uuid7,
+)
 
 __all__ = [
+    "AuditMixin",
     "Base",
     "ConflictError",
     "ConstraintError",
@@ -66,11 +77,16 @@ __all__ = [
     "SerializationError",
     "SoftDeleteMixin",
     "StaleVersionError",
+    "TenantMixin",
+    "TenantRequiredError",
     "TimestampMixin",
     "UTCDateTime",
+    "UUIDv7Mixin",
     "UnderlayError",
     "VersionedMixin",
     "__version__",
+    "actor_context",
+    "all_tenants",
     "call_after_commit",
     "enable_soft_delete",
     "enable_versioning",
@@ -78,6 +94,8 @@ __all__ = [
     "mapper_args",
     "record_write",
     "retry_on_conflict",
+    "tenant_context",
     "to_schema",
     "to_schemas",
+    "uuid7",
 ]

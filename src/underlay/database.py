@@ -26,6 +26,7 @@ from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
 from underlay.exceptions import ReadOnlySessionError, translate_error
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
+from underlay.tenancy._session import TenantScopedSession, enable_tenancy, set_rls_tenant
 
 if TYPE_CHECKING:
     from underlay.cache import Cache
@@ -180,6 +181,26 @@ def _on_execute_guard(state: Any) -> None:
     session.info[_WROTE_KEY] = True
 
 
+def _session_class(*, tenant_rls: bool, replicas: bool) -> type[Session]:
+    # One sync Session subclass per Database, so event listeners (soft delete, tenancy, cache
+    # invalidation) installed for this database never leak into another one.
+    session_class: type[Session] = type(
+        "UnderlaySyncSession", (LiveGetSession, TenantScopedSession, VersionCheckedSession), {}
+    )
+    enable_soft_delete(session_class)
+    enable_versioning(session_class)
+    enable_tenancy(session_class)
+    if tenant_rls:
+        event.listen(session_class, "after_begin", set_rls_tenant)
+    event.listen(session_class, "after_commit", _on_commit)
+    event.listen(session_class, "after_rollback", _on_rollback)
+    event.listen(session_class, "before_flush", _on_flush_guard)
+    event.listen(session_class, "do_orm_execute", _on_execute_guard)
+    if replicas:
+        event.listen(session_class, "after_flush", _after_flush_mark)
+    return session_class
+
+
 def _translated(exc: SQLAlchemyError) -> BaseException:
     return translate_error(exc) or exc
 
@@ -215,6 +236,9 @@ class Database:
         replica_check_interval: Seconds between replay-position checks of an idle replica.
         replica_retry: Seconds an unreachable or failed replica is skipped.
         sqlite_busy_timeout: Milliseconds SQLite waits for a lock before failing.
+        tenant_rls: Tell PostgreSQL the current tenant at the start of every transaction
+            (``SET LOCAL``), for the row-level-security policies of
+            `underlay.tenancy.enable_tenant_rls`. One statement per transaction.
         **engine_options: Passed to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
 
     Example:
@@ -246,6 +270,7 @@ class Database:
         replica_check_interval: float = 1.0,
         replica_retry: float = 5.0,
         sqlite_busy_timeout: int = 5000,
+        tenant_rls: bool = False,
         **engine_options: Any,
     ) -> None:
         self.url = _async_url(url)
@@ -321,19 +346,9 @@ class Database:
         )
         self._lsn_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-        # One sync Session subclass per Database, so event listeners (soft delete, cache
-        # invalidation) installed for this database never leak into another one.
-        self.sync_session_class: type[Session] = type(
-            "UnderlaySyncSession", (LiveGetSession, VersionCheckedSession), {}
+        self.sync_session_class: type[Session] = _session_class(
+            tenant_rls=tenant_rls, replicas=bool(self.replica_engines)
         )
-        enable_soft_delete(self.sync_session_class)
-        enable_versioning(self.sync_session_class)
-        event.listen(self.sync_session_class, "after_commit", _on_commit)
-        event.listen(self.sync_session_class, "after_rollback", _on_rollback)
-        event.listen(self.sync_session_class, "before_flush", _on_flush_guard)
-        event.listen(self.sync_session_class, "do_orm_execute", _on_execute_guard)
-        if self.replica_engines:
-            event.listen(self.sync_session_class, "after_flush", _after_flush_mark)
         self.sessionmaker: async_sessionmaker[DatabaseSession] = async_sessionmaker(
             self.engine,
             class_=DatabaseSession,

@@ -12,6 +12,7 @@ Every error underlay raises derives from :class:`UnderlayError`::
     │   └── SerializationError               a concurrent transaction won (retry the unit of work)
     ├── ConstraintError (ValueError)         a NOT NULL or CHECK constraint rejected a value
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
+    ├── TenantRequiredError                  a tenant model used with no tenant set
     ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
@@ -41,6 +42,7 @@ __all__ = [
     "ReadOnlySessionError",
     "SerializationError",
     "StaleVersionError",
+    "TenantRequiredError",
     "UnderlayError",
     "translate_error",
 ]
@@ -214,6 +216,15 @@ class ReadOnlySessionError(UnderlayError):
     ORM flushes and ORM-enabled INSERT / UPDATE / DELETE are refused before any SQL is sent;
     on PostgreSQL the transaction is also ``READ ONLY``, so raw SQL writes fail in the server.
     Open a writing session (``db.session()``) for the write.
+    """
+
+
+class TenantRequiredError(UnderlayError):
+    """Raised when a tenant model is queried or written with no tenant set.
+
+    Wrap the work in ``tenant_context(tenant_id)``, or in ``all_tenants()`` for an explicit
+    cross-tenant read. Never "all tenants" by default: a forgotten context is an error on the
+    first query, not a data leak.
     """
 
 

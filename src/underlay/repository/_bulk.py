@@ -18,6 +18,8 @@ from sqlalchemy.engine import Dialect
 
 from underlay.exceptions import InvalidQueryError
 from underlay.repository._query import column_map, values_dict
+from underlay.tenancy._context import inside_all_tenants
+from underlay.tenancy._mixins import TenantMixin
 
 __all__ = ["RowReader", "group_rows", "python_default", "row_layout"]
 
@@ -68,6 +70,15 @@ class RowReader:
             raise InvalidQueryError(
                 f"{self.operation} manages {self.model.__name__}.{self.managed} itself; "
                 "leave it out."
+            )
+        if (
+            "tenant_id" in key_set
+            and issubclass(self.model, TenantMixin)
+            and not inside_all_tenants()
+        ):
+            raise InvalidQueryError(
+                f"{self.operation} stamps {self.model.__name__}.tenant_id from "
+                "tenant_context(); leave it out (or name it inside all_tenants())."
             )
         self.checked.add(key_set)
 

@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from underlay.exceptions import InvalidQueryError
 from underlay.repository._query import column_map
+from underlay.tenancy._mixins import TenantMixin
 
 __all__ = ["ConflictTarget", "conflict_target", "upsert_statement"]
 
@@ -133,6 +134,13 @@ def upsert_statement(
     if not set_:
         # DO NOTHING would return no row for an existing key; a no-op update returns it
         set_[conflict[0]] = statement.excluded[conflict[0].name]
+    # A key taken by another tenant's row must not update that row: the conflict branch only
+    # touches rows of the inserting tenant, and a refused row returns nothing.
+    same_tenant = (
+        table.c.tenant_id == statement.excluded.tenant_id
+        if issubclass(model, TenantMixin)
+        else None
+    )
     return statement.on_conflict_do_update(
-        index_elements=list(conflict), index_where=target.where, set_=set_
+        index_elements=list(conflict), index_where=target.where, set_=set_, where=same_tenant
     ).returning(model)

@@ -11,7 +11,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from underlay.database import record_write
-from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionError
+from underlay.exceptions import (
+    DuplicateError,
+    InvalidQueryError,
+    NotFoundError,
+    StaleVersionError,
+)
 from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
 from underlay.repository._base import RepositoryBase
@@ -24,6 +29,8 @@ from underlay.repository._copy import (
 )
 from underlay.repository._query import column_map, values_dict
 from underlay.repository._upsert import conflict_target, upsert_statement
+from underlay.tenancy._context import current_actor
+from underlay.tenancy._mixins import TenantMixin, deleted_by
 from underlay.typing import ModelT
 
 __all__ = ["COPY_THRESHOLD", "WriteMethods"]
@@ -262,6 +269,12 @@ class WriteMethods(RepositoryBase[ModelT]):
                     statement, list(group), execution_options={"populate_existing": True}
                 )
                 returned.extend(result.scalars().all())
+        if len(returned) < len(merged) and issubclass(self.model, TenantMixin):
+            raise DuplicateError(
+                f"An upserted {self.model.__name__} key is taken by a row of another tenant; "
+                "nothing of this call was kept for it. Use another key.",
+                model=self.model,
+            )
         return self._in_row_order(returned, merged, conflict_keys)
 
     @staticmethod
@@ -381,7 +394,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         statement = (
             update(self.model)
             .where(*self._id_criteria(id), *self.scope, columns["deleted_at"].is_(None))
-            .values(deleted_at=utcnow())
+            .values(deleted_at=utcnow(), **deleted_by(self.model, current_actor()))
         )
         statement = self._bump_version(statement)
         with self._translated(id):
@@ -438,7 +451,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         statement = (
             update(self.model)
             .where(*self._id_criteria(id), *self.scope)
-            .values(deleted_at=None)
+            .values(deleted_at=None, **deleted_by(self.model, None))
             .execution_options(include_deleted=True)
         )
         statement = self._bump_version(statement)
@@ -481,7 +494,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         statement = self._bump_version(
             update(self.model)
             .where(*criteria, columns["deleted_at"].is_(None))
-            .values(deleted_at=utcnow())
+            .values(deleted_at=utcnow(), **deleted_by(self.model, current_actor()))
             .execution_options(synchronize_session=False)
         )
         if not self._dialect.update_returning:
