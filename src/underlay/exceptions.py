@@ -346,6 +346,8 @@ def translate_error(
     """
     if isinstance(exc, UnderlayError):
         return exc
+    if isinstance(exc, sa_exc.StatementError) and isinstance(exc.orig, UnderlayError):
+        return exc.orig  # raised by our own code inside SQLAlchemy (a column default)
     if isinstance(exc, orm_exc.StaleDataError):
         return StaleVersionError(model=model, id=id)
     if isinstance(exc, sa_exc.NoResultFound):

@@ -61,6 +61,7 @@ class WriteMethods(RepositoryBase[ModelT]):
             criteria.append(column_map(self.model)["deleted_at"].is_(None))
         statement = (
             select(*self._mapper.primary_key)
+            .select_from(self.model)  # an ORM entity, so session-level criteria apply
             .where(*criteria)
             .execution_options(include_deleted=True)
         )

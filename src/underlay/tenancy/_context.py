@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final
+from typing import Any, ClassVar, Final
 
 from underlay.exceptions import InvalidQueryError, TenantRequiredError
 
@@ -45,6 +45,8 @@ _MAX_ID = 64
 class _Registry:
     #: Whether any model uses TenantMixin: until one does, sessions skip the tenant hook.
     tenant_models = False
+    #: The tables of tenant models, to recognise a statement that touches one.
+    tables: ClassVar[set[Any]] = set()
 
 
 registry = _Registry()

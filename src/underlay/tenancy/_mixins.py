@@ -37,6 +37,9 @@ class TenantMixin:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         registry.tenant_models = True
+        table = getattr(cls, "__table__", None)  # mapped by the declarative base just now
+        if table is not None:
+            registry.tables.add(table)
 
 
 #: The default that stamps ``tenant_id`` from the context, for a redeclared column.

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, event, inspect, text
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.sql import visitors
 
 from underlay.exceptions import InvalidQueryError
 from underlay.models import SoftDeleteMixin
@@ -75,9 +76,19 @@ def _scope(state: ORMExecuteState) -> None:
     if isinstance(tenant, str):
         state.statement = state.statement.options(_criteria(tenant))
         return
-    if any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
+    if _touches_tenant_table(state):
         current_tenant()  # raises TenantRequiredError, before any SQL
     state.statement = state.statement.options(_NONE)
+
+
+def _touches_tenant_table(state: ORMExecuteState) -> bool:
+    if any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers):
+        return True
+    # Entities in select_from(), joins or subqueries are not among all_mappers: look for
+    # their tables in the statement (only on this path, where no tenant is set).
+    tables = registry.tables
+    statement: Any = state.statement
+    return any(element in tables for element in visitors.iterate(statement))
 
 
 def _check_insert_parameters(state: ORMExecuteState) -> None:
