@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, get_args, get_origin
 
@@ -16,10 +16,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from underlay.exceptions import InvalidQueryError, translate_error
 from underlay.models import SoftDeleteMixin
+from underlay.query import (
+    DEFAULT_LIMITS,
+    FilterLimits,
+    ResolvedFilter,
+    check_filterable,
+    resolve_filter,
+)
 from underlay.repository._query import (
     check_fields,
     column_map,
-    filter_criteria,
     mapper_of,
     values_dict,
 )
@@ -44,6 +50,9 @@ class RepositoryBase(Generic[ModelT]):
     model: type[ModelT]
     sortable_fields: ClassVar[tuple[str, ...]] = ()
     filterable_fields: ClassVar[tuple[str, ...]] = ()
+    filter_operators: ClassVar[Mapping[str, Collection[str]]] = {}
+    filter_limits: ClassVar[FilterLimits] = DEFAULT_LIMITS
+    loader_options: ClassVar[Mapping[str, Sequence[Any]]] = {}
     max_page_size: ClassVar[int] = 1000
     cursor_secret: ClassVar[str | bytes | None] = None
 
@@ -72,7 +81,7 @@ class RepositoryBase(Generic[ModelT]):
         if not cls._checked:
             # validated at first use, when every related mapper can be configured
             check_fields(cls.model, cls.sortable_fields, kind="sortable")
-            check_fields(cls.model, cls.filterable_fields, kind="filterable")
+            check_filterable(cls.model, cls.filterable_fields, cls.filter_operators)
             cls._checked = True
         self.session = session
         self.scope: tuple[ColumnElement[bool], ...] = tuple(where)
@@ -120,12 +129,31 @@ class RepositoryBase(Generic[ModelT]):
                 raise
             raise error from exc
 
-    def _criteria(self, where: Sequence[Any], filter_by: Mapping[str, Any] | None) -> list[Any]:
-        return [
-            *self.scope,
-            *filter_criteria(self.model, filter_by, self.filterable_fields),
-            *where,
-        ]
+    def _resolve(self, filter_by: Any) -> ResolvedFilter:
+        if isinstance(filter_by, ResolvedFilter):
+            return filter_by
+        return resolve_filter(
+            self.model,
+            filter_by,
+            fields=self.filterable_fields,
+            operators=self.filter_operators,
+            limits=self.filter_limits,
+        )
+
+    def _criteria(
+        self, where: Sequence[Any], filter_by: Any, *, include_deleted: bool = False
+    ) -> list[Any]:
+        resolved = self._resolve(filter_by)
+        criterion = (
+            None
+            if resolved.empty
+            else resolved.criterion(include_deleted=include_deleted, dialect=self._dialect.name)
+        )
+        return [*self.scope, *([] if criterion is None else [criterion]), *where]
+
+    def _options(self, method: str, options: Sequence[Any]) -> Sequence[Any]:
+        defaults = self.loader_options.get(method) or self.loader_options.get("*")
+        return [*defaults, *options] if defaults else options
 
     # -- entity input ---------------------------------------------------------------------
 
