@@ -160,8 +160,6 @@ def split_list(text: str) -> tuple[str, ...]:
         >>> split_list(r"a,b\,c")
         ('a', 'b,c')
     """
-    if not text:
-        return ()
     items: list[str] = []
     current: list[str] = []
     chars = iter(text)
@@ -215,6 +213,8 @@ def make_condition(field: str, op: str, value: Any, limits: FilterLimits) -> Con
             raise InvalidQueryError(
                 f"Filter {field}__{op} takes a list, not {type(value).__name__}."
             )
+        if not items:
+            raise InvalidQueryError(f"Filter {field}__{op} needs at least one value.")
         if op == "between" and len(items) != 2:
             raise InvalidQueryError(
                 f"Filter {field}__between takes two values (low, high), got {len(items)}."

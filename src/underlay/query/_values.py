@@ -41,11 +41,15 @@ def column_kind(column: Column[Any]) -> type[Any] | None:
         return str
     if isinstance(impl, Boolean):
         return bool
-    try:
-        found = sa_type.python_type
-    except NotImplementedError:
-        return None
-    return found if isinstance(found, type) else None
+    found: Any = None
+    for candidate in (sa_type, impl):
+        try:
+            found = candidate.python_type
+        except NotImplementedError:
+            continue
+        if found is not object:
+            break
+    return found if isinstance(found, type) and found is not object else None
 
 
 def _refuse(field: str, value: Any, what: str) -> InvalidQueryError:
