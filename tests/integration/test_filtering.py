@@ -134,6 +134,8 @@ OPERATOR_CASES: list[tuple[str, dict[str, Any], list[int]]] = [
     ("fk-null", {"writer_id": None}, [5]),
     ("or", {"or": [{"views": 1}, {"title__endswith": "b"}]}, [1, 3, 4, 5]),
     ("not", {"not": {"views__in": [1, 2]}}, [3, 4, 5]),
+    ("not-contains", {"not": {"title__contains": "a"}}, [2]),
+    ("not-ilike", {"not": {"title__ilike": "AXB"}}, [1, 2, 3, 4]),
     ("not-of-nullable", {"not": {"score__gt": 0}}, [2, 4]),
     ("and-or-not", {"published": True, "or": [{"not": {"views": 1}}, {"score": 0.5}]}, [1, 3, 5]),
     ("empty-or-member", {"or": [{}, {"views": 99}]}, [1, 2, 3, 4, 5]),

@@ -254,7 +254,7 @@ def _text_sql(column: Any, op: str, value: str, glob: bool) -> ColumnElement[boo
     before, after = _AFFIXES[base]
     if glob and not insensitive:
         # SQLite's LIKE ignores ASCII case; GLOB is its case-sensitive matcher.
-        return column.op("GLOB")(before + _glob_escape(value) + after)  # type: ignore[no-any-return]  # a boolean operator
+        return column.op("GLOB", is_comparison=True)(before + _glob_escape(value) + after)  # type: ignore[no-any-return]  # a boolean operator
     pattern = before.replace("*", "%") + _like_escape(value) + after.replace("*", "%")
     if insensitive:
         return column.ilike(pattern, escape="/")  # type: ignore[no-any-return]  # a comparison
