@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay.exceptions import translate_error
+from underlay.models._lazy import RAISE_ON_LAZY_LOAD, enable_raise_on_lazy_load
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
 
@@ -163,6 +164,11 @@ class Database:
         pre_ping_idle: Seconds a pooled connection must have been idle before it is pinged.
             ``0`` pings on every checkout.
         cache: A :class:`underlay.cache.Cache` to keep coherent with this database's commits.
+        raise_on_lazy_load: No hidden IO: a lazy load in async code (a relationship or an
+            expired attribute that was not loaded) raises `LazyLoadError` at once, naming the
+            relationship and the loader option that fixes it (``selectinload(User.posts)``),
+            instead of ``MissingGreenlet`` from deep inside the driver. Models can opt in
+            alone with ``__raise_on_lazy_load__ = True``.
         pgbouncer: Make asyncpg work behind PgBouncer in transaction mode (no
             server-side prepared statement cache, unique statement names).
         sqlite_busy_timeout: Milliseconds SQLite waits for a lock before failing.
@@ -190,6 +196,7 @@ class Database:
         pool_pre_ping: bool = True,
         pre_ping_idle: float = 0.5,
         cache: Cache | None = None,
+        raise_on_lazy_load: bool = False,
         pgbouncer: bool = False,
         sqlite_busy_timeout: int = 5000,
         **engine_options: Any,
@@ -233,6 +240,7 @@ class Database:
         )
         enable_soft_delete(self.sync_session_class)
         enable_versioning(self.sync_session_class)
+        enable_raise_on_lazy_load(self.sync_session_class)
         event.listen(self.sync_session_class, "after_commit", _on_commit)
         event.listen(self.sync_session_class, "after_rollback", _on_rollback)
         self.sessionmaker: async_sessionmaker[DatabaseSession] = async_sessionmaker(
@@ -240,7 +248,7 @@ class Database:
             class_=DatabaseSession,
             sync_session_class=self.sync_session_class,
             expire_on_commit=False,
-            info={"underlay.database": self},
+            info={"underlay.database": self, RAISE_ON_LAZY_LOAD: raise_on_lazy_load},
         )
         if cache is not None:
             from underlay.cache._attach import attach  # noqa: PLC0415 - the cache is optional
