@@ -25,6 +25,7 @@ from underlay.query._parse import (
     to_mapping,
     to_query_string,
 )
+from underlay.query._search import SearchMode, SearchSpec, search_terms
 from underlay.query._tree import OPERATORS, And, Condition, Filter, Not, Or
 from underlay.query._values import coerce_value
 
@@ -40,6 +41,8 @@ __all__ = [
     "Not",
     "Or",
     "ResolvedFilter",
+    "SearchMode",
+    "SearchSpec",
     "allowed_operators",
     "as_filter",
     "check_filterable",
@@ -47,6 +50,7 @@ __all__ = [
     "parse_filter",
     "parse_query_string",
     "resolve_filter",
+    "search_terms",
     "split_list",
     "to_mapping",
     "to_query_string",

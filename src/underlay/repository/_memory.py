@@ -19,6 +19,7 @@ from underlay.query import (
     DEFAULT_LIMITS,
     FilterInput,
     FilterLimits,
+    SearchSpec,
     check_filterable,
     resolve_filter,
 )
@@ -52,6 +53,8 @@ class InMemoryRepository(Generic[ModelT]):
         filterable_fields: Fields ``filter_by`` may name; ``None`` allows every column.
         filter_operators: Per-field allowed operators, as on ``SQLAlchemyRepository``.
         filter_limits: The bounds filters must keep.
+        search_fields: Fields ``search=`` looks in (always with the ILIKE meaning: every
+            word appears in some field, case-insensitively).
 
     Example:
         >>> import asyncio
@@ -76,6 +79,7 @@ class InMemoryRepository(Generic[ModelT]):
         filterable_fields: Sequence[str] | None = None,
         filter_operators: Mapping[str, Collection[str]] | None = None,
         filter_limits: FilterLimits = DEFAULT_LIMITS,
+        search_fields: Sequence[str] = (),
     ) -> None:
         self.model = model
         self._columns = column_map(model)
@@ -85,6 +89,7 @@ class InMemoryRepository(Generic[ModelT]):
         self.filter_operators = dict(filter_operators or {})
         self.filter_limits = filter_limits
         check_filterable(model, self.filterable_fields, self.filter_operators)
+        self._search_spec = SearchSpec(model, tuple(search_fields)) if search_fields else None
         keys = {id(column): name for name, column in self._columns.items()}
         self._pk = [keys[id(column)] for column in mapper_of(model).primary_key]
         self._rows: dict[Any, ModelT] = {}
@@ -107,6 +112,7 @@ class InMemoryRepository(Generic[ModelT]):
             filterable_fields=repository.filterable_fields,
             filter_operators=repository.filter_operators,
             filter_limits=repository.filter_limits,
+            search_fields=repository.search_fields,
         )
 
     def __repr__(self) -> str:
@@ -166,7 +172,13 @@ class InMemoryRepository(Generic[ModelT]):
         where: tuple[Predicate, ...],
         include_deleted: bool,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> list[ModelT]:
+        searched: Predicate = lambda _entity: True  # noqa: E731 - a default predicate
+        if search is not None:
+            if self._search_spec is None:
+                raise InvalidQueryError("This repository has no search_fields.")
+            searched = self._search_spec.predicate(search, self.filter_limits)
         resolved = resolve_filter(
             self.model,
             filter_by,
@@ -180,6 +192,7 @@ class InMemoryRepository(Generic[ModelT]):
             for entity in self._rows.values()
             if self._live(entity, include_deleted)
             and matches(entity)
+            and searched(entity)
             and all(check(entity) for check in where)
         ]
 
@@ -228,17 +241,22 @@ class InMemoryRepository(Generic[ModelT]):
         offset: int | None = None,
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> list[ModelT]:
         """Return the entities matching every predicate, optionally sorted and sliced."""
-        found = self._sorted(self._select(where, include_deleted, filter_by), order_by)
+        found = self._sorted(self._select(where, include_deleted, filter_by, search), order_by)
         start = offset or 0
         return found[start : None if limit is None else start + limit]
 
     async def count(
-        self, *where: Predicate, include_deleted: bool = False, filter_by: FilterInput = None
+        self,
+        *where: Predicate,
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> int:
         """Return how many entities match the predicates."""
-        return len(self._select(where, include_deleted, filter_by))
+        return len(self._select(where, include_deleted, filter_by, search))
 
     async def exists(
         self, *where: Predicate, include_deleted: bool = False, filter_by: FilterInput = None

@@ -85,6 +85,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         options: Sequence[Any] = (),
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> Select[ModelT]:
         """Build the SELECT that :meth:`list_all` sends for the same arguments.
 
@@ -101,6 +102,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             include_deleted: Also return soft-deleted rows.
             filter_by: A caller-supplied filter on declared fields: the mapping form
                 (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             The ``Select``.
@@ -110,7 +112,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 ``offset`` is negative.
         """
         statement = select(self.model).where(
-            *self._criteria(where, filter_by, include_deleted=include_deleted)
+            *self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
         )
         keys = parse_order_by(self.model, order_by, self.sortable_fields)
         if keys:
@@ -134,9 +136,10 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         *where: Any,
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> Select[int]:
         """Build the ``SELECT count(*)`` that :meth:`count` sends for the same arguments."""
-        criteria = self._criteria(where, filter_by, include_deleted=include_deleted)
+        criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
         statement = select(func.count()).select_from(self.model).where(*criteria)
         if include_deleted:
             statement = statement.execution_options(include_deleted=True)
@@ -247,6 +250,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         options: Sequence[Any] = (),
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> list[ModelT]:
         """Return the entities matching the criteria; arguments as :meth:`select_statement`."""
         statement = self.select_statement(
@@ -257,6 +261,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             options=self._options("list_all", options),
             include_deleted=include_deleted,
             filter_by=filter_by,
+            search=search,
         )
         with self._translated():
             return list((await self.session.execute(statement)).unique().scalars().all())
@@ -266,10 +271,11 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         *where: Any,
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> int:
         """Return how many rows match the criteria."""
         statement = self.count_statement(
-            *where, include_deleted=include_deleted, filter_by=filter_by
+            *where, include_deleted=include_deleted, filter_by=filter_by, search=search
         )
         with self._translated():
             return int((await self.session.execute(statement)).scalar_one())
@@ -279,16 +285,70 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         *where: Any,
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> bool:
         """Return whether any row matches the criteria (reads at most one key)."""
         key = next(iter(self._mapper.primary_key))
-        criteria = self._criteria(where, filter_by, include_deleted=include_deleted)
+        criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
         statement = select(key).where(*criteria).limit(1)
         statement = statement.select_from(self.model)
         if include_deleted:
             statement = statement.execution_options(include_deleted=True)
         with self._translated():
             return (await self.session.execute(statement)).first() is not None
+
+    async def search(
+        self,
+        text: str,
+        *where: Any,
+        limit: int = 50,
+        offset: int | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+    ) -> list[ModelT]:
+        """Return the entities matching ``text`` in ``search_fields``, best match first.
+
+        The repository declares how it searches: ``search_mode = "ilike"`` (the default:
+        every word must appear in one of the fields, case-insensitively, taken literally;
+        ranked by how many fields and words match) or ``"fulltext"``: PostgreSQL matches
+        ``websearch_to_tsquery(search_config, text)`` against ``search_vector`` (a
+        ``tsvector`` column) or a vector computed from the fields, ranked by ``ts_rank``;
+        SQLite matches the words in the FTS5 table ``search_fts_table`` (default
+        ``<table>_fts``, ``rowid`` = the primary key), ranked by its ``rank``. Ties keep
+        primary-key order.
+
+        Args:
+            text: The caller's search text.
+            *where: SQLAlchemy criteria.
+            limit: The most rows to return, 1 to ``max_page_size``.
+            offset: Rows to skip.
+            options: Loader options.
+            include_deleted: Also return soft-deleted rows.
+            filter_by: A caller-supplied filter, as for `list_all`.
+
+        Returns:
+            The matching entities, ranked; none for text without words.
+
+        Raises:
+            InvalidQueryError: No ``search_fields`` declared, or bad text or arguments.
+        """
+        self._check_size(limit, "limit")
+        found = self._search(text)
+        if found is None:
+            return []
+        statement = self.select_statement(
+            *where,
+            found[0],
+            order_by=[found[1], *self._mapper.primary_key],
+            limit=limit,
+            offset=offset,
+            options=self._options("search", options),
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        with self._translated():
+            return list((await self.session.execute(statement)).unique().scalars().all())
 
     # -- pagination -----------------------------------------------------------------------
 
@@ -328,6 +388,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         options: Sequence[Any] = (),
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> pagination.CursorPage[ModelT]:
         """Return one page of a keyset (cursor) pagination.
 
@@ -346,6 +407,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             include_deleted: Also return soft-deleted rows.
             filter_by: A caller-supplied filter on declared fields: the mapping form
                 (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             A :class:`CursorPage`.
@@ -363,7 +425,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         criteria = list(where)
         if after is not None:
             values = pagination.decode_cursor(
-                secret, after, table=table, spec=spec, filters=resolved.fingerprint
+                secret, after, table=table, spec=spec, filters=self._fingerprint(resolved, search)
             )
             criteria.append(pagination.keyset_predicate(keys, values))
         statement = self.select_statement(
@@ -373,6 +435,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             options=self._options("paginate", options),
             include_deleted=include_deleted,
             filter_by=resolved,  # type: ignore[arg-type]  # resolved once, reused
+            search=search,
         )
         with self._translated():
             rows = list((await self.session.execute(statement)).unique().scalars().all())
@@ -386,7 +449,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 table=table,
                 spec=spec,
                 values=[getattr(last, key.name or "") for key in keys],
-                filters=resolved.fingerprint,
+                filters=self._fingerprint(resolved, search),
             )
         return pagination.CursorPage(items=items, next_cursor=cursor, has_more=has_more)
 
@@ -400,6 +463,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         options: Sequence[Any] = (),
         include_deleted: bool = False,
         filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> pagination.Page[ModelT]:
         """Return page ``number`` of ``size`` rows (offset pagination).
 
@@ -418,6 +482,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             include_deleted: Also return soft-deleted rows.
             filter_by: A caller-supplied filter on declared fields: the mapping form
                 (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             A :class:`Page`.
@@ -441,10 +506,13 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             options=self._options("page", options),
             include_deleted=include_deleted,
             filter_by=resolved,
+            search=search,
         )
         with self._translated():
             items = list((await self.session.execute(statement)).unique().scalars().all())
         total = None
         if count == "exact":
-            total = await self.count(*where, include_deleted=include_deleted, filter_by=resolved)
+            total = await self.count(
+                *where, include_deleted=include_deleted, filter_by=resolved, search=search
+            )
         return pagination.Page(items=items, total=total, number=number, size=size)
