@@ -370,13 +370,24 @@ class TestComposition:
             await reset_schema(database)
             await database.create_all(QueryBase.metadata)
             async with database.session() as session:
-                session.add_all([Post(id=1, title="a", views=1), Post(id=2, title="b", views=2)])
+                session.add(Writer(id=1, email="ada@x.io"))
+                session.add_all(
+                    [Post(id=1, title="a", views=1, writer_id=1), Post(id=2, title="b", views=2)]
+                )
+            by_writer = {"writer.email": "ada@x.io"}
             for _ in range(2):
                 async with database.session() as session:
                     cached = CachedRepository(PostRepository(session), cache, schema=PostOut)
                     low = await cached.list_all(filter_by={"views__lt": 2})
                     high = await cached.list_all(filter_by={"views__ge": "2"})
                     assert ([p.id for p in low], [p.id for p in high]) == ([1], [2])
+                    assert [p.id for p in await cached.list_all(filter_by=by_writer)] == [1]
+            async with database.session() as session:
+                (await session.get_one(Writer, 1)).email = "other@x.io"
+            async with database.session() as session:
+                cached = CachedRepository(PostRepository(session), cache, schema=PostOut)
+                # a write to the related table invalidates lists filtered through it
+                assert await cached.list_all(filter_by=by_writer) == []
         finally:
             await database.dispose()
             await cache.aclose()
