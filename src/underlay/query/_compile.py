@@ -399,7 +399,6 @@ class ResolvedFilter:
 
     Attributes:
         tree: The filter as given (normalised).
-        empty: Whether the filter has no conditions (matches every row).
     """
 
     tree: Filter

@@ -68,7 +68,7 @@ class Condition:
 
     @property
     def key(self) -> str:
-        """The mapping key of this condition: ``field`` for ``eq``, else ``field__op``."""
+        """The mapping key (``field`` for ``eq``, else ``field__op``)."""
         return self.field if self.op == "eq" else f"{self.field}__{self.op}"
 
 
