@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-tenancy
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-tenancy matrix bench-scaleout
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ docs:
 docs-check: docs
 	UNDERLAY_DOCS_SITE=$(abspath build/site) $(VENV)/bin/pytest tests/docs_site -q -p no:cacheprovider
 
+## matrix: the suite on other Python / SQLAlchemy pairs, each in its own venv (.ci/matrix says which)
+MATRIX_LEGS ?= py3.13-sa2.0
+matrix:
+	bash .ci/matrix $(MATRIX_LEGS)
+
 BENCH_VENV ?= .venv-bench
 STAMP_BENCH := $(BENCH_VENV)/.installed-bench
 
@@ -85,6 +90,10 @@ bench: $(STAMP_BENCH)
 ## bench-tenancy: the tenant filter's cost on get and list_all (PostgreSQL and SQLite)
 bench-tenancy: $(STAMP_DEV)
 	$(PY) -m benchmarks.tenancy $(BENCH_ARGS)
+
+## bench-scaleout: replica reads, read-your-writes waits (starts the engines it needs)
+bench-scaleout: $(STAMP_DEV)
+	$(PY) -m benchmarks.scaleout $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
