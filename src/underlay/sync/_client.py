@@ -7,17 +7,18 @@ import json
 import random
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import event, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from underlay.database import Database
+from underlay.sync._apply import RowApplier, pending_keys
 from underlay.sync._client_schema import CLIENT_SQL, client_table_sql
 from underlay.sync._errors import SyncTransportError
 from underlay.sync._registry import SyncRegistry, TableSpec
@@ -227,147 +228,170 @@ class SyncClient:
                     {"n": self.batch_size},
                 )
             ).all()
-            batch: list[Mutation] = []
-            for entry in pending:
-                mutation = await self._freeze(conn, entry)
-                if mutation is None:
-                    await conn.execute(
-                        text("DELETE FROM underlay_sync_outbox WHERE mutation_id = :m"),
-                        {"m": entry.mutation_id},
-                    )
-                    continue
-                await conn.execute(
-                    text(
-                        "UPDATE underlay_sync_outbox SET state = 'inflight', payload = :p"
-                        " WHERE mutation_id = :m"
-                    ),
-                    {"p": mutation.model_dump_json(), "m": entry.mutation_id},
-                )
-                batch.append(mutation)
+            batch = await self._freeze(conn, pending)
         if batch:
             await self._hook("after_mark_inflight")
         return batch
 
-    async def _freeze(self, conn: AsyncConnection, entry: Any) -> Mutation | None:
-        spec = self.registry.spec(entry.table_name)
-        if spec is None:
-            return None  # the table is no longer synced
-        row = (
-            (
-                await conn.execute(
-                    select(*spec.data_columns).where(spec.pk == _pk_value(spec, entry.row_id))
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
-        if row is None:
-            return None
-        changed_keys = list(json.loads(entry.changed))
-        changed = {k: to_jsonable_python(row[k]) for k in changed_keys if k in row}
-        shadow = (
-            await conn.execute(
-                text("SELECT data FROM underlay_sync_shadow WHERE table_name = :t AND row_id = :r"),
-                {"t": spec.name, "r": entry.row_id},
-            )
-        ).scalar_one_or_none()
-        base_values = None
-        if shadow is not None:
-            data = json.loads(shadow)
-            base_values = {k: data.get(k) for k in changed_keys}
-        return Mutation(
-            mutation_id=entry.mutation_id,
-            tx_group=entry.mutation_id,
-            table=spec.name,
-            id=row[spec.pk.name],
-            op=entry.op,
-            base_version=entry.base_version,
-            changed=changed,
-            base_values=base_values,
-            hlc=await self._tick(conn, int(entry.written_ms)),
-            schema_version=self.registry.schema_version,
-        )
+    async def _freeze(self, conn: AsyncConnection, pending: Sequence[Any]) -> list[Mutation]:
+        """Turn pending entries into mutations with the rows' current values; mark them sent.
 
-    async def _tick(self, conn: AsyncConnection, written_ms: int) -> str:
-        last = await _state(conn, "hlc")
-        last_ms, counter = (0, 0)
-        if last is not None:
-            ms_text, _, counter_text = last.partition(":")
-            last_ms, counter = int(ms_text), int(counter_text)
-        if written_ms > last_ms:
-            last_ms, counter = written_ms, 0
-        else:
-            counter += 1
-        await _set_state(conn, "hlc", f"{last_ms}:{counter}")
-        return f"{last_ms:015d}:{counter:05d}:{self._client_id}"
+        The payload is stored with the entry, so a resend after a lost reply carries exactly
+        the same mutation (the server recognises it by id and content).
+        """
+        by_table: dict[str, list[Any]] = defaultdict(list)
+        for entry in pending:
+            by_table[entry.table_name].append(entry)
+        current: dict[tuple[str, str], dict[str, Any]] = {}
+        shadows: dict[tuple[str, str], dict[str, Any]] = {}
+        for table, entries in by_table.items():
+            spec = self.registry.spec(table)
+            if spec is None:
+                continue  # the table is no longer synced
+            ids = [_pk_value(spec, e.row_id) for e in entries]
+            result = await conn.execute(select(*spec.data_columns).where(spec.pk.in_(ids)))
+            for found in result.mappings():
+                current[(table, self._key(spec, found[spec.pk.name]))] = dict(found)
+            result = await conn.execute(
+                text(
+                    "SELECT row_id, data FROM underlay_sync_shadow"
+                    " WHERE table_name = :t AND row_id IN :ids"
+                ).bindparams(bindparam("ids", expanding=True)),
+                {"t": table, "ids": [e.row_id for e in entries]},
+            )
+            shadows.update({(table, r.row_id): json.loads(r.data or "{}") for r in result})
+        hlc = await _state(conn, "hlc")
+        clock = _Clock.parse(hlc)
+        batch: list[Mutation] = []
+        updates: list[dict[str, Any]] = []
+        dropped: list[int] = []
+        for entry in pending:
+            row = current.get((entry.table_name, entry.row_id))
+            if row is None:
+                dropped.append(entry.mutation_id)
+                continue
+            keys = list(json.loads(entry.changed))
+            shadow = shadows.get((entry.table_name, entry.row_id))
+            mutation = Mutation(
+                mutation_id=entry.mutation_id,
+                tx_group=entry.mutation_id,
+                table=entry.table_name,
+                id=row[self._spec(entry.table_name).pk.name],
+                op=entry.op,
+                base_version=entry.base_version,
+                changed={k: to_jsonable_python(row[k]) for k in keys if k in row},
+                base_values=None if shadow is None else {k: shadow.get(k) for k in keys},
+                hlc=clock.tick(int(entry.written_ms), self._client_id),
+                schema_version=self.registry.schema_version,
+            )
+            batch.append(mutation)
+            updates.append({"p": mutation.model_dump_json(), "m": entry.mutation_id})
+        if updates:
+            await conn.execute(
+                text(
+                    "UPDATE underlay_sync_outbox SET state = 'inflight', payload = :p"
+                    " WHERE mutation_id = :m"
+                ),
+                updates,
+            )
+            await _set_state(conn, "hlc", clock.dump())
+        if dropped:
+            await conn.execute(
+                text("DELETE FROM underlay_sync_outbox WHERE mutation_id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                ),
+                {"ids": dropped},
+            )
+        return batch
+
+    def _spec(self, table: str) -> TableSpec:
+        spec = self.registry.spec(table)
+        if spec is None:  # pragma: no cover - callers filter unknown tables first
+            raise ValueError(f"table {table!r} is not synced")
+        return spec
 
     async def _apply_push(self, response: PushResponse, report: SyncReport) -> None:
         async with self.database.engine.begin() as conn:
             await _begin_apply(conn)
+            ids = [r.mutation_id for r in response.results]
+            entries = {}
+            if ids:
+                acked = await conn.execute(
+                    text(
+                        "DELETE FROM underlay_sync_outbox WHERE mutation_id IN :ids"
+                        " RETURNING mutation_id, table_name, row_id"
+                    ).bindparams(bindparam("ids", expanding=True)),
+                    {"ids": ids},
+                )
+                entries = {r.mutation_id: (r.table_name, r.row_id) for r in acked}
+            rows: dict[str, list[tuple[str, RowState]]] = defaultdict(list)
             for result in response.results:
-                await self._apply_result(conn, result, report)
+                entry = entries.get(result.mutation_id)
+                if entry is None:
+                    continue  # answered before (a duplicate reply)
+                table, row_id = entry
+                spec = self.registry.spec(table)
+                if spec is None:  # pragma: no cover - the table left the registry mid-flight
+                    continue
+                report.pushed += 1
+                await self._record_result(conn, spec, row_id, result, report)
+                if result.status == "rejected":
+                    await self._revert(conn, spec, row_id)
+                elif result.row is None:
+                    await self._forget(conn, spec, row_id)
+                else:
+                    if result.status in {"applied", "noop"} or (
+                        result.conflict is not None
+                        and result.conflict.resolution in {"kept_local", "merged"}
+                    ):
+                        # Later edits of this row were made on top of our change, which the
+                        # server now has: they are based on its new version.
+                        await conn.execute(
+                            text(
+                                "UPDATE underlay_sync_outbox SET base_version = :v"
+                                " WHERE table_name = :t AND row_id = :r AND state = 'pending'"
+                                " AND base_version < :v"
+                            ),
+                            {"v": result.row.version, "t": table, "r": row_id},
+                        )
+                    rows[table].append((row_id, result.row))
+            for table, changes in rows.items():
+                await RowApplier(conn, self._spec(table)).apply(changes, "reply")
             await _set_state(conn, "last_acked_mutation_id", str(response.last_mutation_id))
             await _end_apply(conn)
 
-    async def _apply_result(
-        self, conn: AsyncConnection, result: MutationResult, report: SyncReport
+    async def _record_result(
+        self,
+        conn: AsyncConnection,
+        spec: TableSpec,
+        row_id: str,
+        result: MutationResult,
+        report: SyncReport,
     ) -> None:
-        entry = (
-            await conn.execute(
-                text(
-                    "DELETE FROM underlay_sync_outbox WHERE mutation_id = :m"
-                    " RETURNING table_name, row_id, payload"
-                ),
-                {"m": result.mutation_id},
-            )
-        ).one_or_none()
-        if entry is None:
-            return  # answered before (a duplicate reply)
-        report.pushed += 1
-        spec = self.registry.spec(entry.table_name)
-        if spec is None:  # pragma: no cover - the table left the registry mid-flight
-            return
-        row_id = entry.row_id
-        if result.conflict is not None and result.status != "noop":
-            report.conflicts.append(result)
-        if result.status == "rejected" or result.conflict is not None:
-            await conn.execute(
-                text(
-                    "INSERT INTO underlay_sync_conflicts (mutation_id, table_name, row_id,"
-                    " status, kind, policy, resolution, error) VALUES"
-                    " (:m, :t, :r, :s, :k, :p, :res, :e)"
-                ),
-                {
-                    "m": result.mutation_id,
-                    "t": spec.name,
-                    "r": row_id,
-                    "s": result.status,
-                    "k": result.conflict.kind if result.conflict else None,
-                    "p": result.conflict.policy if result.conflict else None,
-                    "res": result.conflict.resolution if result.conflict else None,
-                    "e": result.error,
-                },
-            )
         if result.status == "rejected":
             report.rejected.append(result)
-            await self._revert(conn, spec, row_id)
+        elif result.conflict is not None and result.status != "noop":
+            report.conflicts.append(result)
+        else:
             return
-        ours = result.status in {"applied", "noop"} or (
-            result.conflict is not None and result.conflict.resolution in {"kept_local", "merged"}
+        conflict = result.conflict
+        await conn.execute(
+            text(
+                "INSERT INTO underlay_sync_conflicts (mutation_id, table_name, row_id,"
+                " status, kind, policy, resolution, error) VALUES"
+                " (:m, :t, :r, :s, :k, :p, :res, :e)"
+            ),
+            {
+                "m": result.mutation_id,
+                "t": spec.name,
+                "r": row_id,
+                "s": result.status,
+                "k": conflict.kind if conflict else None,
+                "p": conflict.policy if conflict else None,
+                "res": conflict.resolution if conflict else None,
+                "e": result.error,
+            },
         )
-        if result.row is None:
-            await self._forget(conn, spec, row_id)
-            return
-        if ours:
-            # Later edits of this row were made on top of our change: the server has it now.
-            await conn.execute(
-                text(
-                    "UPDATE underlay_sync_outbox SET base_version = :v WHERE table_name = :t"
-                    " AND row_id = :r AND state = 'pending' AND base_version < :v"
-                ),
-                {"v": result.row.version, "t": spec.name, "r": row_id},
-            )
-        await self._apply_row(conn, spec, result.row, mode="reply")
 
     async def _revert(self, conn: AsyncConnection, spec: TableSpec, row_id: str) -> None:
         # The rejected change and every later edit built on it go; the row returns to what the
@@ -378,21 +402,17 @@ class SyncClient:
         )
         shadow = (
             await conn.execute(
-                text(
-                    "SELECT version, deleted, data FROM underlay_sync_shadow"
-                    " WHERE table_name = :t AND row_id = :r"
-                ),
+                text("SELECT data FROM underlay_sync_shadow WHERE table_name = :t AND row_id = :r"),
                 {"t": spec.name, "r": row_id},
             )
-        ).one_or_none()
+        ).scalar_one_or_none()
         if shadow is None:
             await conn.execute(spec.table.delete().where(spec.pk == _pk_value(spec, row_id)))
             return
-        await self._write_row(conn, spec, json.loads(shadow.data), keep=frozenset())
+        await RowApplier(conn, spec).write_rows([(json.loads(shadow), frozenset())])
 
     async def _forget(self, conn: AsyncConnection, spec: TableSpec, row_id: str) -> None:
-        pending = await self._pending_keys(conn, spec, row_id)
-        if pending is None:
+        if row_id not in await pending_keys(conn, spec.name, [row_id]):
             await conn.execute(spec.table.delete().where(spec.pk == _pk_value(spec, row_id)))
         await conn.execute(
             text("DELETE FROM underlay_sync_shadow WHERE table_name = :t AND row_id = :r"),
@@ -433,6 +453,8 @@ class SyncClient:
             await conn.execute(text("DELETE FROM underlay_sync_state WHERE key = 'cursor'"))
 
     async def _finish_resync(self) -> None:
+        # Rows the server no longer has (purged, or out of scope) are swept, unless they
+        # carry local changes still to be pushed.
         async with self.database.engine.begin() as conn:
             await _begin_apply(conn)
             gone = (
@@ -450,112 +472,23 @@ class SyncClient:
     async def _apply_page(
         self, response: PullResponse, report: SyncReport, *, resyncing: bool
     ) -> None:
+        by_table: dict[str, list[tuple[str, RowState]]] = defaultdict(list)
+        for change in response.changes:
+            spec = self.registry.spec(change.table)
+            if spec is not None:  # else a table this client does not sync (yet)
+                by_table[change.table].append((self._key(spec, change.id), change))
         async with self.database.engine.begin() as conn:
             await _begin_apply(conn)
-            for index, change in enumerate(response.changes):
-                spec = self.registry.spec(change.table)
-                if spec is None:
-                    continue  # a table this client does not sync (yet)
-                mode = "resync" if resyncing else "pull"
-                if await self._apply_row(conn, spec, change, mode=mode):
-                    report.pulled += 1
-                if index == len(response.changes) // 2:
+            for index, (table, changes) in enumerate(by_table.items()):
+                applier = RowApplier(conn, self._spec(table))
+                report.pulled += await applier.apply(changes, "resync" if resyncing else "pull")
+                if index == 0:
                     await self._hook("mid_page_apply")
             await self._hook("before_cursor_store")
             if response.cursor is not None:
                 await _set_state(conn, "cursor", response.cursor)
             await _end_apply(conn)
         await self._hook("after_cursor_store")
-
-    async def _apply_row(
-        self, conn: AsyncConnection, spec: TableSpec, change: RowState, *, mode: str
-    ) -> bool:
-        """Write a server row locally unless the shadow already has it; keep local edits.
-
-        ``mode`` is ``"pull"``, ``"resync"`` (the server's row replaces the shadow whatever
-        its version: the history was replaced) or ``"reply"`` (a push result: the local row
-        is rewritten from the newest server state known, since our change may have lost).
-        """
-        row_id = self._key(spec, change.id)
-        shadow = (
-            await conn.execute(
-                text(
-                    "SELECT version, data FROM underlay_sync_shadow"
-                    " WHERE table_name = :t AND row_id = :r"
-                ),
-                {"t": spec.name, "r": row_id},
-            )
-        ).one_or_none()
-        if shadow is not None and shadow.version >= change.version and mode != "resync":
-            if mode == "pull":
-                return False  # our own echo, or older than what we have
-            keep = await self._pending_keys(conn, spec, row_id)
-            await self._write_row(conn, spec, json.loads(shadow.data), keep=keep)
-            return True
-        data = change.data or {}
-        await conn.execute(
-            text(
-                "INSERT INTO underlay_sync_shadow (table_name, row_id, version, deleted, data,"
-                " unseen) VALUES (:t, :r, :v, :d, :data, 0) ON CONFLICT (table_name, row_id)"
-                " DO UPDATE SET version = excluded.version, deleted = excluded.deleted,"
-                " data = excluded.data, unseen = 0"
-            ),
-            {
-                "t": spec.name,
-                "r": row_id,
-                "v": change.version,
-                "d": int(change.deleted),
-                "data": json.dumps(data),
-            },
-        )
-        keep = await self._pending_keys(conn, spec, row_id)
-        await self._write_row(conn, spec, data, keep=keep)
-        return True
-
-    async def _pending_keys(
-        self, conn: AsyncConnection, spec: TableSpec, row_id: str
-    ) -> frozenset[str] | None:
-        """Return the columns with local changes not yet acknowledged, ``None`` if none."""
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT op, changed FROM underlay_sync_outbox"
-                    " WHERE table_name = :t AND row_id = :r"
-                ),
-                {"t": spec.name, "r": row_id},
-            )
-        ).all()
-        if not rows:
-            return None
-        keys: set[str] = set()
-        for op, changed in rows:
-            keys.update(json.loads(changed))
-            if op == "delete":
-                keys.add("deleted_at")
-        return frozenset(keys)
-
-    async def _write_row(
-        self,
-        conn: AsyncConnection,
-        spec: TableSpec,
-        data: dict[str, Any],
-        *,
-        keep: frozenset[str] | None,
-    ) -> None:
-        values = spec.from_json(data)
-        values.pop("version", None)
-        pk = spec.pk.name
-        exists = (
-            await conn.execute(select(spec.pk).where(spec.pk == values[pk]))
-        ).first() is not None
-        if not exists and values.get("deleted_at") is not None:
-            return  # a tombstone of a row we never had: the shadow is enough
-        update = {k: v for k, v in values.items() if k != pk and k not in (keep or ())}
-        stmt = sqlite_insert(spec.table).values({**values, "version": 1})
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[spec.pk], set_={**update, "version": spec.table.c.version + 1}
-        )
-        await conn.execute(stmt)
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -567,6 +500,31 @@ class SyncClient:
             ).scalar_one()
             await conn.rollback()
         return int(count)
+
+
+class _Clock:
+    """The client's hybrid logical clock: (milliseconds, counter), never moving backwards."""
+
+    def __init__(self, millis: int, counter: int) -> None:
+        self.millis = millis
+        self.counter = counter
+
+    @classmethod
+    def parse(cls, value: str | None) -> _Clock:
+        if not value:
+            return cls(0, 0)
+        millis, _, counter = value.partition(":")
+        return cls(int(millis), int(counter or 0))
+
+    def tick(self, millis: int, node: UUID) -> str:
+        if millis > self.millis:
+            self.millis, self.counter = millis, 0
+        else:
+            self.counter += 1
+        return f"{self.millis:015d}:{self.counter:05d}:{node}"
+
+    def dump(self) -> str:
+        return f"{self.millis}:{self.counter}"
 
 
 async def _state(conn: AsyncConnection, key: str) -> str | None:

@@ -9,7 +9,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from sqlalchemy import literal_column, select, text
+from sqlalchemy import ColumnElement, func, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -70,17 +70,11 @@ class PushApplier:
         self.server = server
 
     async def push(self, request: PushRequest, user: Any) -> PushResponse:
-        results: list[MutationResult] = []
-        last = 0
-        checkpoint = "0"
-        mutations = sorted(request.mutations, key=lambda m: m.mutation_id)
-        apply_group = retry_on_conflict(retry_on=(SerializationError,))(self._group)
-        for _, group_iter in groupby(mutations, key=lambda m: m.tx_group):
-            outcome, last, checkpoint = await apply_group(request.client_id, user, list(group_iter))
-            results.extend(outcome)
-        if not mutations:
+        if not request.mutations:
             last = await self._last_mutation_id(request.client_id)
-        return PushResponse(results=results, last_mutation_id=last, write_checkpoint=checkpoint)
+            return PushResponse(results=[], last_mutation_id=last, write_checkpoint="0")
+        apply = retry_on_conflict(retry_on=(SerializationError,))(self._push_once)
+        return await apply(request, user)
 
     async def _last_mutation_id(self, client_id: UUID) -> int:
         async with self.server.database.engine.connect() as conn:
@@ -92,37 +86,51 @@ class PushApplier:
             ).scalar_one_or_none()
         return int(value or 0)
 
-    async def _group(
-        self, client_id: UUID, user: Any, group: Sequence[Mutation]
-    ) -> tuple[list[MutationResult], int, str]:
-        user_id = self.server.identify(user)
-        rejected: _Rejected | None = None
+    async def _push_once(self, request: PushRequest, user: Any) -> PushResponse:
+        # One transaction per push (one commit, one fsync), one savepoint per transaction
+        # group: a group applies whole or is rejected whole, and the ledger, the client's last
+        # mutation id and the data commit together.
+        client_id = request.client_id
+        mutations = sorted(request.mutations, key=lambda m: m.mutation_id)
+        results: list[MutationResult] = []
         async with self.server.database.engine.begin() as conn:
-            last = await self._lock_client(conn, client_id, user_id)
-            if group[0].mutation_id <= last:
-                return await self._replay(conn, client_id, group), last, "0"
-            try:
-                async with conn.begin_nested():
-                    results = await self._apply_group(conn, client_id, user, group)
-            except _Rejected as exc:
-                rejected = exc
-            if rejected is not None:
-                results = [
-                    MutationResult(
-                        mutation_id=m.mutation_id,
-                        status="rejected",
-                        error=rejected.error
-                        if m.mutation_id == rejected.mutation_id
-                        else f"rejected with mutation {rejected.mutation_id} of its group",
-                    )
-                    for m in group
-                ]
-            new_last = max(m.mutation_id for m in group)
-            await self._record(conn, client_id, group, results, new_last)
+            last = await self._lock_client(conn, client_id, self.server.identify(user))
+            recorded: list[tuple[Mutation, MutationResult]] = []
+            for _, group_iter in groupby(mutations, key=lambda m: m.tx_group):
+                group = list(group_iter)
+                if group[0].mutation_id <= last:
+                    results.extend(await self._replay(conn, client_id, group))
+                    continue
+                outcome = await self._group(conn, client_id, user, group)
+                results.extend(outcome)
+                recorded.extend(zip(group, outcome, strict=True))
+                last = max(m.mutation_id for m in group)
+            if recorded:
+                await self._record(conn, client_id, recorded, last, mutations[-1].schema_version)
             checkpoint = (
                 await conn.execute(text("SELECT pg_current_xact_id()::text"))
             ).scalar_one()
-        return results, new_last, str(checkpoint)
+        return PushResponse(
+            results=results, last_mutation_id=last, write_checkpoint=str(checkpoint)
+        )
+
+    async def _group(
+        self, conn: AsyncConnection, client_id: UUID, user: Any, group: Sequence[Mutation]
+    ) -> list[MutationResult]:
+        try:
+            async with conn.begin_nested():
+                return await self._apply_group(conn, client_id, user, group)
+        except _Rejected as rejected:
+            return [
+                MutationResult(
+                    mutation_id=m.mutation_id,
+                    status="rejected",
+                    error=rejected.error
+                    if m.mutation_id == rejected.mutation_id
+                    else f"rejected with mutation {rejected.mutation_id} of its group",
+                )
+                for m in group
+            ]
 
     async def _lock_client(self, conn: AsyncConnection, client_id: UUID, user_id: str) -> int:
         await conn.execute(
@@ -177,9 +185,9 @@ class PushApplier:
         self,
         conn: AsyncConnection,
         client_id: UUID,
-        group: Sequence[Mutation],
-        results: Sequence[MutationResult],
+        recorded: Sequence[tuple[Mutation, MutationResult]],
         last: int,
+        schema_version: int,
     ) -> None:
         await conn.execute(
             text(
@@ -195,7 +203,7 @@ class PushApplier:
                     "s": r.status,
                     "r": r.model_dump_json(),
                 }
-                for m, r in zip(group, results, strict=True)
+                for m, r in recorded
             ],
         )
         await conn.execute(
@@ -203,7 +211,7 @@ class PushApplier:
                 "UPDATE underlay_sync_clients SET last_mutation_id = :m,"
                 " schema_version = :v, last_seen_at = now() WHERE client_id = :c"
             ),
-            {"c": client_id, "m": last, "v": group[-1].schema_version},
+            {"c": client_id, "m": last, "v": schema_version},
         )
 
     async def _apply_group(
@@ -227,10 +235,7 @@ class PushApplier:
             raise _Rejected(m.mutation_id, f"invalid values: {exc}") from None
         hlc = clamp_hlc(m.hlc, max_ahead_ms=int(self.server.max_clock_skew.total_seconds() * 1000))
         origin = f"{client_id}/{m.mutation_id}/{hlc or ''}"
-        await conn.execute(
-            text("SELECT set_config('underlay.sync_origin', :o, true)"), {"o": origin}
-        )
-        ctx = _Ctx(conn, spec, user, m, values=values, client_id=client_id)
+        ctx = _Ctx(conn, spec, user, m, values=values, client_id=client_id, origin=origin)
         try:
             return await ctx.run()
         except (ConstraintError, ConflictError) as exc:
@@ -251,8 +256,12 @@ class _Ctx:
         *,
         values: dict[str, Any],
         client_id: UUID,
+        origin: str,
     ) -> None:
         self.conn = conn
+        # The stamp trigger reads the writer's identity from this transaction-local setting.
+        self.origin = origin
+        self.origin_set = False
         self.spec = spec
         self.user = user
         self.m = mutation
@@ -277,6 +286,8 @@ class _Ctx:
                 literal_column(f"{q}.origin_mutation_id").label("_origin_mutation"),
                 literal_column(f"{q}.hlc").label("_hlc"),
                 in_scope,
+                # set here, in the statement that locks the row: one round trip fewer
+                func.set_config("underlay.sync_origin", self.origin, true()).label("_origin_set"),
             )
             .where(self.spec.pk == self.m.id)
             .with_for_update(of=self.spec.table)
@@ -284,6 +295,7 @@ class _Ctx:
         row = (await self.conn.execute(stmt)).mappings().one_or_none()
         if row is None:
             return None
+        self.origin_set = True
         if not row["_in_scope"]:
             raise self._reject("forbidden: the row is outside your scope")
         return dict(row)
@@ -387,23 +399,29 @@ class _Ctx:
     def _skew_ms(self) -> int:
         return 0  # the mutation's clock was clamped once already, in PushApplier._apply
 
+    def _in_scope(self) -> ColumnElement[bool]:
+        if self.scope is None:
+            return literal_column("true").label("_in_scope")
+        return self.scope.label("_in_scope")
+
     async def _insert(self) -> dict[str, Any] | None:
         spec = self.spec
+        if not self.origin_set:
+            await self.conn.execute(
+                select(func.set_config("underlay.sync_origin", self.origin, true()))
+            )
+            self.origin_set = True
         stmt = (
             pg_insert(spec.table)
             .values({**self.values, spec.pk.name: self.m.id})
             .on_conflict_do_nothing(index_elements=[spec.pk])
-            .returning(*spec.data_columns)
+            .returning(*spec.data_columns, self._in_scope())
         )
         row = (await self.conn.execute(stmt)).mappings().one_or_none()
         if row is None:
             return None
-        if self.scope is not None:
-            visible = (
-                await self.conn.execute(select(spec.pk).where(spec.pk == self.m.id, self.scope))
-            ).first()
-            if visible is None:
-                raise self._reject("forbidden: the new row would be outside your scope")
+        if not row["_in_scope"]:
+            raise self._reject("forbidden: the new row would be outside your scope")
         return dict(row)
 
     async def _update(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -412,15 +430,11 @@ class _Ctx:
             spec.table.update()
             .where(spec.pk == self.m.id)
             .values(values or {spec.pk.name: spec.pk})
-            .returning(*spec.data_columns)
+            .returning(*spec.data_columns, self._in_scope())
         )
         row = dict((await self.conn.execute(stmt)).mappings().one())
-        if self.scope is not None and values:
-            visible = (
-                await self.conn.execute(select(spec.pk).where(spec.pk == self.m.id, self.scope))
-            ).first()
-            if visible is None:
-                raise self._reject("forbidden: the change would move the row out of your scope")
+        if not row["_in_scope"]:
+            raise self._reject("forbidden: the change would move the row out of your scope")
         return row
 
     def _state(self, row: dict[str, Any] | None) -> RowState | None:
