@@ -40,7 +40,6 @@ _T = TypeVar("_T")
 #: Crash points a test can hook (`SyncClient(hook=...)`), in the order a sync reaches them.
 HOOK_POINTS = (
     "after_mark_inflight",
-    "after_push_sent",
     "after_push_response",
     "mid_page_apply",
     "before_cursor_store",

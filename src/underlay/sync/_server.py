@@ -284,14 +284,15 @@ class SyncServer:
             cur_xid, _, cur_seq = current.partition(".")
             horizon = (int(cur_xid), int(cur_seq))
             for spec in self.registry.specs():
-                q = quoted(spec)
+                purge = (
+                    f"DELETE FROM {quoted(spec)}"  # noqa: S608 - the registry's table name, quoted
+                    " WHERE deleted_at < now() - CAST(:retention AS interval)"
+                    " AND sync_xid < pg_snapshot_xmin(pg_current_snapshot())"
+                    " RETURNING sync_xid::text, sync_seq"
+                )
                 rows = (
                     await conn.execute(
-                        text(
-                            f"DELETE FROM {q} WHERE deleted_at < now() - :retention"  # noqa: S608 - q: the registry's table name, quoted
-                            f" AND sync_xid < pg_snapshot_xmin(pg_current_snapshot())"
-                            f" RETURNING sync_xid::text, sync_seq"
-                        ),
+                        text(purge),
                         {"retention": retention},
                     )
                 ).all()
