@@ -37,11 +37,11 @@ from underlay.sync._wire import (
 )
 
 __all__ = [
-    "HOOK_POINTS",
     "ClientSchemaTooOldError",
     "Conflict",
     "ConflictInfo",
     "Defer",
+    "HOOK_POINTS",
     "HttpTransport",
     "InProcessTransport",
     "KeepLocal",
