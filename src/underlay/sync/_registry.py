@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any, Literal, TypeAlias
 from uuid import UUID
 
-from pydantic import JsonValue, TypeAdapter
+from pydantic import JsonValue, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Column, ColumnElement, Table, inspect
 from sqlalchemy.orm import Mapper
@@ -141,7 +141,11 @@ class TableSpec:
                 if strict:
                     raise ValueError(f"{self.name} has no synced column {key!r}")
                 continue  # a column this side does not know yet (an older schema): strip it
-            values[key] = None if value is None else adapter.validate_python(value)
+            try:
+                values[key] = None if value is None else adapter.validate_python(value)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"]
+                raise ValueError(f"{self.name}.{key}: {message} (got {value!r})") from None
         return values
 
 
