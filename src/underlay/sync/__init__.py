@@ -7,7 +7,7 @@ that cannot skip a row committed out of order, applies each pushed mutation at m
 resolves conflicts by the table's policy. See the "Offline sync" guide.
 """
 
-from underlay.sync._client import HOOK_POINTS, SyncClient, SyncReport
+from underlay.sync._client import SyncClient, SyncReport
 from underlay.sync._errors import (
     ClientSchemaTooOldError,
     MutationIdReusedError,
@@ -41,7 +41,6 @@ __all__ = [
     "Conflict",
     "ConflictInfo",
     "Defer",
-    "HOOK_POINTS",
     "HttpTransport",
     "InProcessTransport",
     "KeepLocal",

@@ -84,7 +84,7 @@ class SyncClient:
         batch_size: Mutations per push, and rows per pulled page.
         retries: Attempts per request before `sync` gives up with `SyncTransportError`.
         backoff: Base delay in seconds between attempts (exponential, with full jitter).
-        hook: Called with each point of `HOOK_POINTS` as the sync reaches it (tests use it
+        hook: Called with the name of each crash point the sync reaches (tests use it
             to crash the process there).
     """
 
