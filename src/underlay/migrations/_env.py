@@ -15,7 +15,7 @@ from sqlalchemy.schema import DefaultClause
 
 from underlay.models import UTCDateTime, utcnow
 
-__all__ = ["render_item", "run_migrations"]
+__all__ = ["include_object", "render_item", "run_migrations"]
 
 #: ``Config.attributes`` key under which the programmatic API hands env.py its connection.
 CONNECTION_KEY = "connection"
@@ -110,6 +110,28 @@ def run_migrations(
     _run_coroutine(_run_online(database_url, target_metadata, configure_options))
 
 
+#: Objects `underlay.sync` adds to a server database; they are not mapped, so not drift.
+_SYNC_COLUMNS = frozenset({"sync_xid", "sync_seq", "origin_client_id", "origin_mutation_id", "hlc"})
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Leave the offline sync's own tables, columns and indexes out of autogenerate.
+
+    The default ``include_object`` of `run_migrations`; pass your own to replace it.
+    """
+    if not reflected or compare_to is not None or name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith("underlay_sync_")
+    if type_ == "column":
+        return name not in _SYNC_COLUMNS
+    if type_ == "index":
+        return not name.endswith("_sync_cursor")
+    return True
+
+
 def _options(
     backend: str,
     target_metadata: MetaData | Sequence[MetaData] | None,
@@ -120,6 +142,7 @@ def _options(
         "compare_type": True,
         "render_as_batch": backend == "sqlite",
         "render_item": render_item,
+        "include_object": include_object,
     }
     options.update(overrides)
     return options

@@ -5,12 +5,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Text, cast, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from underlay._imports import require
 from underlay.database import Database
 from underlay.sync._ddl import SERVER_SQL, table_sql
 from underlay.sync._errors import ClientSchemaTooOldError
@@ -24,6 +25,9 @@ from underlay.sync._wire import (
     PushResponse,
     RowState,
 )
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 __all__ = ["SyncServer"]
 
@@ -241,6 +245,25 @@ class SyncServer:
         for mutation in request.mutations:
             self.check_schema(mutation.schema_version)
         return await self._push.push(request, user)
+
+    def fastapi_router(self, *, get_user: Callable[..., Any]) -> APIRouter:
+        """Return a FastAPI router with ``POST /pull`` and ``POST /push`` for this server.
+
+        Mount it with ``app.include_router(server.fastapi_router(get_user=...),
+        prefix="/sync")``. Authentication is the application's: ``get_user`` is a FastAPI
+        dependency returning the user (raise 401 there). Errors map to 426 (client schema
+        too old), 409 (mutation id reused), 403 (client id of another user) and 400.
+
+        Args:
+            get_user: The dependency that authenticates the request.
+
+        Returns:
+            The router.
+        """
+        require("fastapi", extra="sync")
+        from underlay.sync._http import sync_router  # noqa: PLC0415 - FastAPI is optional
+
+        return sync_router(self, get_user)
 
     # -- maintenance ------------------------------------------------------------------------
 
