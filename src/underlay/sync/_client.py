@@ -109,6 +109,7 @@ class SyncClient:
         self.backoff = backoff
         self.hook = hook
         self.client_id: UUID | None = None
+        self._acked: set[tuple[str, str]] = set()
         dialect = database.engine.dialect
         self._pk_bind = {
             spec.name: spec.pk.type.bind_processor(dialect) for spec in registry.specs()
@@ -188,6 +189,7 @@ class SyncClient:
             if self.client_id is None:
                 await self.install()
             report = SyncReport()
+            self._acked = set()
             while batch := await self._next_batch():
                 request = PushRequest(client_id=self._client_id, mutations=batch)
                 response = await self._retrying(lambda r=request: self.transport.push(r))  # type: ignore[misc]  # bound per batch
@@ -329,6 +331,7 @@ class SyncClient:
                 if entry is None:
                     continue  # answered before (a duplicate reply)
                 table, row_id = entry
+                self._acked.add(entry)
                 spec = self.registry.spec(table)
                 if spec is None:  # pragma: no cover - the table left the registry mid-flight
                     continue
@@ -463,7 +466,9 @@ class SyncClient:
             ).all()
             for table_name, row_id in gone:
                 spec = self.registry.spec(table_name)
-                if spec is not None:
+                # A row this sync just pushed is on the server even when the pull's horizon
+                # held it back (a transaction still running elsewhere): keep it.
+                if spec is not None and (table_name, row_id) not in self._acked:
                     await self._forget(conn, spec, row_id)
             await conn.execute(text("DELETE FROM underlay_sync_state WHERE key = 'resyncing'"))
             await _end_apply(conn)

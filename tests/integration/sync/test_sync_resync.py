@@ -56,12 +56,19 @@ class TestResync:
         assert await server.collect_tombstones(retention=timedelta(0)) == 1
         async with b.db.session() as session:
             local = (await TaskRepository(session).save(Task(owner_id=1, title="b offline"))).id
-        report = await b.sync()
+        await settle(server_db)
+        async with server_db.engine.connect() as long_writer:
+            # a transaction elsewhere holds the horizon below the push this sync makes
+            await long_writer.begin()
+            await long_writer.execute(text("SELECT pg_current_xact_id()"))
+            report = await b.client.sync()
+            await long_writer.rollback()
         assert report.resynced
         rows = await b.rows()
         assert doomed not in rows
-        assert local in rows
-        assert rows == await server_rows(server_db, ALICE)
+        assert local in rows  # pushed by this sync, held back by the horizon: not swept
+        await b.sync()
+        assert await b.rows() == await server_rows(server_db, ALICE)
 
     async def test_row_entering_the_scope_is_delivered(
         self, make_client: ClientFactory, server: SyncServer, server_db: Database
