@@ -46,6 +46,7 @@ PUBLIC_MODULES = (
     "underlay.migrations",
     "underlay.models",
     "underlay.repository",
+    "underlay.sync",
     "underlay.testing",
     "underlay.typing",
 )
