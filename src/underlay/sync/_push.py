@@ -48,6 +48,10 @@ class _Rejected(Exception):  # noqa: N818 - internal control flow, never leaves 
         super().__init__(error)
 
 
+class _Careful(Exception):  # noqa: N818 - internal control flow, never leaves this module
+    """A mutation was rejected on the fast path: redo the push with savepoints."""
+
+
 def clamp_hlc(hlc: str | None, *, max_ahead_ms: int) -> str | None:
     """Return ``hlc`` with its physical part clamped to the server's clock plus the skew."""
     if hlc is None:
@@ -74,7 +78,12 @@ class PushApplier:
             last = await self._last_mutation_id(request.client_id)
             return PushResponse(results=[], last_mutation_id=last, write_checkpoint="0")
         apply = retry_on_conflict(retry_on=(SerializationError,))(self._push_once)
-        return await apply(request, user)
+        try:
+            # Fast path: no savepoints. Rejections are rare; the first one sends the whole
+            # push down the careful path, a savepoint per transaction group.
+            return await apply(request, user, careful=False)
+        except _Careful:
+            return await apply(request, user, careful=True)
 
     async def _last_mutation_id(self, client_id: UUID) -> int:
         async with self.server.database.engine.connect() as conn:
@@ -86,7 +95,7 @@ class PushApplier:
             ).scalar_one_or_none()
         return int(value or 0)
 
-    async def _push_once(self, request: PushRequest, user: Any) -> PushResponse:
+    async def _push_once(self, request: PushRequest, user: Any, *, careful: bool) -> PushResponse:
         # One transaction per push (one commit, one fsync), one savepoint per transaction
         # group: a group applies whole or is rejected whole, and the ledger, the client's last
         # mutation id and the data commit together.
@@ -101,7 +110,7 @@ class PushApplier:
                 if group[0].mutation_id <= last:
                     results.extend(await self._replay(conn, client_id, group))
                     continue
-                outcome = await self._group(conn, client_id, user, group)
+                outcome = await self._group(conn, client_id, user, group, careful=careful)
                 results.extend(outcome)
                 recorded.extend(zip(group, outcome, strict=True))
                 last = max(m.mutation_id for m in group)
@@ -115,8 +124,19 @@ class PushApplier:
         )
 
     async def _group(
-        self, conn: AsyncConnection, client_id: UUID, user: Any, group: Sequence[Mutation]
+        self,
+        conn: AsyncConnection,
+        client_id: UUID,
+        user: Any,
+        group: Sequence[Mutation],
+        *,
+        careful: bool,
     ) -> list[MutationResult]:
+        if not careful:
+            try:
+                return await self._apply_group(conn, client_id, user, group)
+            except _Rejected:
+                raise _Careful from None
         try:
             async with conn.begin_nested():
                 return await self._apply_group(conn, client_id, user, group)
@@ -308,6 +328,11 @@ class _Ctx:
                 allowed = frozenset(spec.adapters) - {spec.pk.name, "version", "deleted_at"}
             if extra := set(self.values) - allowed:
                 raise self._reject(f"columns not writable: {sorted(extra)}")
+        if m.op == "upsert" and m.base_version == 0:
+            # Creates are the common case: try the insert first, classify only on a clash.
+            inserted = await self._insert()
+            if inserted is not None:
+                return self._result("applied", inserted)
         row = await self._lock()
         if row is None:
             if m.op == "delete":
@@ -317,12 +342,7 @@ class _Ctx:
                 return self._result(
                     "resolved", None, self._conflict("update_delete", "kept_remote")
                 )
-            inserted = await self._insert()
-            if inserted is not None:
-                return self._result("applied", inserted)
-            row = await self._lock()  # a concurrent create won the id: classify against it
-            if row is None:  # pragma: no cover - ON CONFLICT found a row that is gone
-                raise self._reject("the row vanished during the create")
+            raise self._reject("the row vanished during the create")  # pragma: no cover
         return await self._classify(row)
 
     async def _classify(self, row: dict[str, Any]) -> MutationResult:
