@@ -10,8 +10,10 @@ from typing import Any
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.schema import DefaultClause
+from sqlalchemy.sql import sqltypes
 
 from underlay.models import UTCDateTime, utcnow
 
@@ -109,6 +111,11 @@ def run_migrations(
         return
     _run_coroutine(_run_online(database_url, target_metadata, configure_options))
 
+
+# underlay.sync stamps rows with xid8 columns; reflection must know the type name, or every
+# autogenerate on a synced database warns "Did not recognize type 'xid8'" before
+# include_object can leave the column out.
+postgresql_base.ischema_names.setdefault("xid8", sqltypes.NullType)
 
 #: Objects `underlay.sync` adds to a server database; they are not mapped, so not drift.
 _SYNC_COLUMNS = frozenset({"sync_xid", "sync_seq", "origin_client_id", "origin_mutation_id", "hlc"})
