@@ -23,11 +23,12 @@ from underlay import (
     StaleVersionError,
     VersionedMixin,
 )
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Article(VersionedMixin, Model):

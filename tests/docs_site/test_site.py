@@ -42,10 +42,12 @@ LITERAL_MARKUP = re.compile(
 PUBLIC_MODULES = (
     "underlay",
     "underlay.cache",
+    "underlay.cli",
     "underlay.exceptions",
     "underlay.migrations",
     "underlay.models",
     "underlay.repository",
+    "underlay.sync",
     "underlay.testing",
     "underlay.typing",
 )
