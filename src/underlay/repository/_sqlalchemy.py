@@ -356,6 +356,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         criteria = list(where)
         if after is not None:
             values = pagination.decode_cursor(secret, after, table=table, spec=spec)
+            pagination.check_cursor_values(keys, values)
             criteria.append(pagination.keyset_predicate(keys, values))
         statement = self.select_statement(
             *criteria,
