@@ -1,7 +1,7 @@
 """``ETag`` / ``If-Match`` for versioned models: the version is the entity tag."""
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Header, HTTPException
 
@@ -44,7 +44,7 @@ def _parse(if_match: str) -> int | None:
 
 
 async def if_match_version(
-    if_match: Annotated[str | None, Header(include_in_schema=True)] = None,
+    if_match: str | None = Header(default=None),
 ) -> int | None:
     """Read ``If-Match`` as the version the client holds (a FastAPI dependency).
 
@@ -53,20 +53,21 @@ async def if_match_version(
     `install`, a stale version then answers 412.
 
     Raises:
-        HTTPException: 412 when the header names no version (a list, garbage).
+        fastapi.HTTPException: 412 when the header names no version (a list, garbage).
     """
     return None if if_match is None else _parse(if_match)
 
 
 async def require_if_match(
-    if_match: Annotated[str | None, Header(include_in_schema=True)] = None,
+    if_match: str | None = Header(default=None),
 ) -> int:
     """Like `if_match_version`, but a missing ``If-Match`` (or ``*``) answers 428.
 
     Use it on routes that must never write unconditionally (lost-update protection).
 
     Raises:
-        HTTPException: 428 without a version in ``If-Match``; 412 when it names none.
+        fastapi.HTTPException: 428 without a version in ``If-Match``; 412 when it names
+            none.
     """
     version = None if if_match is None else _parse(if_match)
     if version is None:

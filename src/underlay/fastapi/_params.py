@@ -5,71 +5,19 @@ at runtime, and they refer to local variables.
 """
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from underlay.exceptions import InvalidQueryError
+from underlay.fastapi._pages import CursorParams, PageParams
 from underlay.repository._query import parse_order_by
 from underlay.repository._sqlalchemy import SQLAlchemyRepository
 
 __all__ = ["CursorParams", "PageParams", "cursor_params", "page_params"]
 
 _LIST_OPERATORS = ("__in", "__not_in", "__between")
-
-
-@dataclass(frozen=True)
-class CursorParams:
-    """The keyset-pagination parameters of one request.
-
-    Attributes:
-        limit: Rows per page.
-        after: The cursor of the previous page, or ``None``.
-        order_by: The sort order string, or ``None`` for the repository's default.
-        filter_by: Filters from the remaining query parameters, for ``filter_by=``.
-    """
-
-    limit: int
-    after: str | None
-    order_by: str | None
-    filter_by: dict[str, Any] = field(default_factory=dict)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``repository.paginate(**params.as_kwargs())``."""
-        return {
-            "limit": self.limit,
-            "after": self.after,
-            "order_by": self.order_by,
-            "filter_by": self.filter_by or None,
-        }
-
-
-@dataclass(frozen=True)
-class PageParams:
-    """The offset-pagination parameters of one request.
-
-    Attributes:
-        number: The 1-based page number.
-        size: Rows per page.
-        order_by: The sort order string, or ``None`` for the primary key.
-        filter_by: Filters from the remaining query parameters, for ``filter_by=``.
-    """
-
-    number: int
-    size: int
-    order_by: str | None
-    filter_by: dict[str, Any] = field(default_factory=dict)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``repository.page(**params.as_kwargs())``."""
-        return {
-            "number": self.number,
-            "size": self.size,
-            "order_by": self.order_by,
-            "filter_by": self.filter_by or None,
-        }
 
 
 def _invalid(name: str, message: str) -> RequestValidationError:
