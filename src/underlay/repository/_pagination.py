@@ -208,11 +208,23 @@ def _decode_value(value: Any) -> Any:
 
 
 def encode_cursor(
-    secret: bytes | None, *, table: str, spec: Sequence[str], values: Sequence[Any]
+    secret: bytes | None,
+    *,
+    table: str,
+    spec: Sequence[str],
+    values: Sequence[Any],
+    filters: str = "",
 ) -> str:
-    """Mint a cursor for the row with sort ``values`` under ``spec`` (signed with a secret)."""
+    """Mint a cursor for the row with sort ``values`` under ``spec`` (signed with a secret).
+
+    ``filters`` identifies the caller's filter (a fingerprint); a cursor only verifies for
+    the same one.
+    """
+    body: dict[str, Any] = {"t": table, "k": list(spec), "v": [_encode_value(v) for v in values]}
+    if filters:
+        body["f"] = filters
     payload = json.dumps(
-        {"t": table, "k": list(spec), "v": [_encode_value(v) for v in values]},
+        body,
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
@@ -223,7 +235,7 @@ def encode_cursor(
 
 
 def decode_cursor(
-    secret: bytes | None, cursor: str, *, table: str, spec: Sequence[str]
+    secret: bytes | None, cursor: str, *, table: str, spec: Sequence[str], filters: str = ""
 ) -> list[Any]:
     """Check ``cursor`` and return its sort values.
 
@@ -232,11 +244,11 @@ def decode_cursor(
 
     Raises:
         InvalidQueryError: The cursor is malformed, not signed with ``secret`` when one is
-            set, or minted for another table or sort order.
+            set, or minted for another table, sort order or filter.
     """
     invalid = InvalidQueryError(
         "Invalid pagination cursor: pass back a next_cursor exactly as it was returned, "
-        "with the same order_by."
+        "with the same order_by and filters."
     )
     if not isinstance(cursor, str) or len(cursor) > 8192 or cursor.count(".") > 1:
         raise invalid
@@ -253,7 +265,12 @@ def decode_cursor(
             raise invalid
     try:
         data = json.loads(payload)
-        matches = data["t"] == table and data["k"] == list(spec) and len(data["v"]) == len(spec)
+        matches = (
+            data["t"] == table
+            and data["k"] == list(spec)
+            and data.get("f", "") == filters
+            and len(data["v"]) == len(spec)
+        )
         values = [_decode_value(v) for v in data["v"]] if matches else None
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise invalid from exc
