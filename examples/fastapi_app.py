@@ -28,11 +28,12 @@ from underlay.fastapi import (
     require_if_match,
     session_dependency,
 )
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Task(VersionedMixin, SoftDeleteMixin, Model):

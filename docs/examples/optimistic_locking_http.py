@@ -14,11 +14,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from underlay import Base, Database, SQLAlchemyRepository, VersionedMixin
 from underlay.fastapi import etag, install, require_if_match, session_dependency
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Article(VersionedMixin, Model):

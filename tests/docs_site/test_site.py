@@ -42,6 +42,7 @@ LITERAL_MARKUP = re.compile(
 PUBLIC_MODULES = (
     "underlay",
     "underlay.cache",
+    "underlay.cli",
     "underlay.exceptions",
     "underlay.migrations",
     "underlay.models",

@@ -31,3 +31,9 @@ def test_program_runs(program: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"{program.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{program.name} printed nothing"
+
+
+def test_examples_keep_the_naming_convention() -> None:
+    """No example builds a bare `MetaData()`, which would drop the naming convention."""
+    bare = [p.name for p in PROGRAMS if "MetaData()" in p.read_text()]
+    assert bare == []
