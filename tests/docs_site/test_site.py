@@ -47,6 +47,7 @@ PUBLIC_MODULES = (
     "underlay.migrations",
     "underlay.models",
     "underlay.repository",
+    "underlay.sync",
     "underlay.testing",
     "underlay.typing",
 )

@@ -10,12 +10,14 @@ from typing import Any
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import MetaData, create_engine, pool
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.schema import DefaultClause
+from sqlalchemy.sql import sqltypes
 
 from underlay.models import UTCDateTime, utcnow
 
-__all__ = ["render_item", "run_migrations"]
+__all__ = ["include_object", "render_item", "run_migrations"]
 
 #: ``Config.attributes`` key under which the programmatic API hands env.py its connection.
 CONNECTION_KEY = "connection"
@@ -110,6 +112,33 @@ def run_migrations(
     _run_coroutine(_run_online(database_url, target_metadata, configure_options))
 
 
+# underlay.sync stamps rows with xid8 columns; reflection must know the type name, or every
+# autogenerate on a synced database warns "Did not recognize type 'xid8'" before
+# include_object can leave the column out.
+postgresql_base.ischema_names.setdefault("xid8", sqltypes.NullType)
+
+#: Objects `underlay.sync` adds to a server database; they are not mapped, so not drift.
+_SYNC_COLUMNS = frozenset({"sync_xid", "sync_seq", "origin_client_id", "origin_mutation_id", "hlc"})
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Leave the offline sync's own tables, columns and indexes out of autogenerate.
+
+    The default ``include_object`` of `run_migrations`; pass your own to replace it.
+    """
+    if not reflected or compare_to is not None or name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith("underlay_sync_")
+    if type_ == "column":
+        return name not in _SYNC_COLUMNS
+    if type_ == "index":
+        return not name.endswith("_sync_cursor")
+    return True
+
+
 def _options(
     backend: str,
     target_metadata: MetaData | Sequence[MetaData] | None,
@@ -120,6 +149,7 @@ def _options(
         "compare_type": True,
         "render_as_batch": backend == "sqlite",
         "render_item": render_item,
+        "include_object": include_object,
     }
     options.update(overrides)
     return options
