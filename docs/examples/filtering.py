@@ -19,13 +19,14 @@ from underlay import (
     SoftDeleteMixin,
     SQLAlchemyRepository,
 )
+from underlay.models import NAMING_CONVENTION
 from underlay.query import parse_query_string, to_query_string
 from underlay.repository import set_cursor_secret
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Author(SoftDeleteMixin, Model):

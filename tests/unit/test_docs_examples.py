@@ -1,4 +1,4 @@
-"""Every program the docs show runs: examples/quickstart.py and docs/examples/*.py."""
+"""Every program the docs show runs: examples/quickstart.py, fastapi_app.py, docs/examples/*.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAMS = sorted([ROOT / "examples" / "quickstart.py", *(ROOT / "docs" / "examples").glob("*.py")])
+PROGRAMS = sorted(
+    [
+        ROOT / "examples" / "quickstart.py",
+        ROOT / "examples" / "fastapi_app.py",
+        *(ROOT / "docs" / "examples").glob("*.py"),
+    ]
+)
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
