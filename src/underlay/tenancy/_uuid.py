@@ -64,6 +64,11 @@ class UUIDv7(TypeDecorator[uuid.UUID]):
     impl = LargeBinary(16)
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[uuid.UUID]:
+        """Values are `uuid.UUID` on every backend."""
+        return uuid.UUID
+
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         """Use the native type on PostgreSQL, 16 bytes elsewhere."""
         if dialect.name == "postgresql":
