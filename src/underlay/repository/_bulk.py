@@ -17,9 +17,10 @@ from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 
 from underlay.exceptions import InvalidQueryError
+from underlay.repository._coerce import ValueRefused, column_coercer, passthrough
 from underlay.repository._query import column_map, values_dict
 
-__all__ = ["RowReader", "group_rows", "python_default", "row_layout"]
+__all__ = ["RowReader", "coerce_groups", "group_rows", "python_default", "row_layout"]
 
 
 class RowReader:
@@ -96,6 +97,51 @@ def group_rows(
             last = keys
         append(row)
     return list(groups.values())
+
+
+def coerce_groups(
+    model: type[Any], groups: list[list[Mapping[str, Any]]]
+) -> list[list[Mapping[str, Any]]]:
+    """Coerce every value of grouped rows to its column's type, before any SQL.
+
+    A row whose values all come back unchanged (the usual case) is kept as it is; a row
+    with a converted value (``"7"`` for an integer column) is copied, never modified.
+
+    Raises:
+        InvalidQueryError: A value does not fit its column; the message names the column
+            and the value.
+    """
+    columns = column_map(model)
+    coerced_groups = []
+    for group in groups:
+        coercers = [
+            (key, coerce)
+            for key in group[0]
+            if (coerce := column_coercer(columns[key])) is not passthrough
+        ]
+        result = group
+        for index, row in enumerate(group):
+            copy: dict[str, Any] | None = None
+            for key, coerce in coercers:
+                value = row[key]
+                if value is None:
+                    continue
+                try:
+                    new = coerce(value)
+                except ValueRefused as refused:
+                    raise InvalidQueryError(
+                        f"Invalid value for {model.__name__}.{key}: {refused.reason}."
+                    ) from None
+                if new is not value:
+                    if copy is None:
+                        copy = dict(row)
+                    copy[key] = new
+            if copy is not None:
+                if result is group:
+                    result = list(group)
+                result[index] = copy
+        coerced_groups.append(result)
+    return coerced_groups
 
 
 def python_default(column: Column[Any]) -> Any:

@@ -19,10 +19,12 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from underlay.exceptions import InvalidQueryError
+from underlay.repository._coerce import coerce_value
 
 __all__ = [
     "SortKey",
     "check_fields",
+    "coerce_values",
     "column_map",
     "filter_criteria",
     "mapper_of",
@@ -181,7 +183,8 @@ def filter_criteria(
     ``None`` matches NULL. Only ``allowed`` fields are accepted.
 
     Raises:
-        InvalidQueryError: A key is not a declared filterable column.
+        InvalidQueryError: A key is not a declared filterable column, or a value does not
+            fit its column's type (see `underlay.repository._coerce`).
     """
     if not filter_by:
         return []
@@ -208,7 +211,11 @@ def filter_criteria(
                 f"Filter value for {name!r} must be a single value, not {type(value).__name__}."
             )
         column = columns[name]
-        criteria.append(column.is_(None) if value is None else column == value)
+        if value is None:
+            criteria.append(column.is_(None))
+        else:
+            coerced = coerce_value(column, value, field=f"{model.__name__}.{name}")
+            criteria.append(column == coerced)
     return criteria
 
 
@@ -237,3 +244,16 @@ def values_dict(model: type[Any], values: Mapping[str, Any] | BaseModel) -> dict
             + "."
         )
     return data
+
+
+def coerce_values(model: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return write values (attribute names, as `values_dict` returns them) coerced to types.
+
+    Raises:
+        InvalidQueryError: A value does not fit its column (see `coerce_value`).
+    """
+    columns = column_map(model)
+    return {
+        key: coerce_value(columns[key], value, field=f"{model.__name__}.{key}")
+        for key, value in data.items()
+    }

@@ -15,14 +15,15 @@ from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionEr
 from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
 from underlay.repository._base import RepositoryBase
-from underlay.repository._bulk import RowReader, group_rows
+from underlay.repository._bulk import RowReader, coerce_groups, group_rows
+from underlay.repository._coerce import coerce_value
 from underlay.repository._copy import (
     copy_rows,
     copy_supported,
     driver_insert_layouts,
     executemany_rows,
 )
-from underlay.repository._query import column_map, values_dict
+from underlay.repository._query import coerce_values, column_map, values_dict
 from underlay.repository._upsert import conflict_target, upsert_statement
 from underlay.typing import ModelT
 
@@ -127,12 +128,14 @@ class WriteMethods(RepositoryBase[ModelT]):
             The updated entity.
 
         Raises:
-            InvalidQueryError: Unknown fields, a primary-key field, nothing to set, or a
-                version check on a model without a version column. Raised before any SQL.
+            InvalidQueryError: Unknown fields, a primary-key field, a value or id that does
+                not fit its column, nothing to set (an empty mapping, or only ``version``:
+                also on versioned models, so an empty PATCH never changes the version), or
+                a version check on a model without a version column. Raised before any SQL.
             StaleVersionError: The row exists but is not at ``expected_version``.
             NotFoundError: No live row has that id (within the repository's scope).
         """
-        data = values_dict(self.model, values)
+        data = coerce_values(self.model, values_dict(self.model, values))
         pk_keys = {
             key for key, col in column_map(self.model).items() if col.primary_key and key in data
         }
@@ -149,8 +152,14 @@ class WriteMethods(RepositoryBase[ModelT]):
             expected_version = given
         if expected_version is not None and version_column is None:
             raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
-        if not data and version_column is None:
-            raise InvalidQueryError("update() needs at least one value to set.")
+        if expected_version is not None and version_column is not None:
+            expected_version = coerce_value(
+                version_column, expected_version, field="expected_version"
+            )
+        id = self._canonical_id(id)
+        if not data:
+            # also on versioned models: an empty PATCH must not bump the version (the ETag)
+            raise InvalidQueryError("update() needs at least one value to set besides the version.")
 
         criteria = [*self._id_criteria(id), *self.scope]
         if self._soft:
@@ -251,8 +260,9 @@ class WriteMethods(RepositoryBase[ModelT]):
             merged[identity] = row
         version_column = self._version_column
         returned: list[ModelT] = []
+        groups = coerce_groups(self.model, group_rows(merged.values(), reader))
         with self._translated(None):
-            for group in group_rows(merged.values(), reader):
+            for group in groups:
                 # one statement per key set, the rows as executemany parameters: SQLAlchemy
                 # batches them (insertmanyvalues) and the compiled statement is cached
                 statement = upsert_statement(
@@ -321,7 +331,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
         reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
-        groups = group_rows(rows, reader)
+        groups = coerce_groups(self.model, group_rows(rows, reader))
         if not groups:
             return 0
         count = sum(map(len, groups))
