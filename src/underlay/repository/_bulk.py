@@ -17,7 +17,12 @@ from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 
 from underlay.exceptions import InvalidQueryError
-from underlay.repository._coerce import ValueRefused, column_coercer, passthrough
+from underlay.repository._coerce import (
+    ValueRefused,
+    all_canonical,
+    column_coercer,
+    passthrough,
+)
 from underlay.repository._query import column_map, values_dict
 
 __all__ = ["RowReader", "coerce_groups", "group_rows", "python_default", "row_layout"]
@@ -119,8 +124,16 @@ def coerce_groups(
             for key in group[0]
             if (coerce := column_coercer(columns[key])) is not passthrough
         ]
+        if coercers:
+            coercers = [
+                (key, coerce)
+                for key, coerce in coercers
+                if not all_canonical(
+                    columns[key], [value for row in group if (value := row[key]) is not None]
+                )
+            ]
         result = group
-        for index, row in enumerate(group):
+        for index, row in enumerate(group if coercers else ()):
             copy: dict[str, Any] | None = None
             for key, coerce in coercers:
                 value = row[key]

@@ -56,6 +56,7 @@ from underlay.models._types import UTCDateTime
 __all__ = [
     "MAX_BIGINT",
     "ValueRefused",
+    "all_canonical",
     "canonical_identity",
     "check_count",
     "coerce_value",
@@ -363,6 +364,65 @@ def _for_other_type(column_type: types.TypeEngine[Any]) -> Coercer:
     if isinstance(column_type, types._Binary):  # LargeBinary and BINARY alike
         return _binary(column_type.length)
     return passthrough
+
+
+def _all_canonical(column_type: types.TypeEngine[Any]) -> Callable[[list[Any]], bool] | None:
+    """Return a C-speed check that a column of values needs no per-value work, if any."""
+    if isinstance(column_type, types.Boolean | types.Enum):
+        return None
+    if isinstance(column_type, types.Integer):
+        bits = _integer_bits(column_type)
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+        def integers(values: list[Any]) -> bool:
+            return set(map(type, values)) == {int} and low <= min(values) and max(values) <= high
+
+        return integers
+    if isinstance(column_type, types.String):
+        length = column_type.length
+
+        def strings(values: list[Any]) -> bool:
+            if set(map(type, values)) != {str}:
+                return False
+            if length is not None and max(map(len, values)) > length:
+                return False
+            text = "".join(values)
+            return "\x00" not in text and (text.isascii() or _encodes(text))
+
+        return strings
+    if isinstance(column_type, types.Float) and not column_type.asdecimal:
+
+        def floats(values: list[Any]) -> bool:
+            # NaN and infinities make the sum non-finite (so may an overflow: then check each)
+            return set(map(type, values)) == {float} and math.isfinite(math.fsum(values))
+
+        return floats
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_CHECKS: weakref.WeakKeyDictionary[Column[Any], Callable[[list[Any]], bool] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def all_canonical(column: Column[Any], values: list[Any]) -> bool:
+    """Return whether every value (no ``None`` among them) is already canonical for ``column``.
+
+    A fast, all-or-nothing check for bulk writes: ``False`` means "check each value", not
+    that one is invalid.
+    """
+    if column not in _CHECKS:
+        _CHECKS[column] = _all_canonical(column.type)
+    check = _CHECKS[column]
+    return check is not None and bool(values) and check(values)
 
 
 _COERCERS: weakref.WeakKeyDictionary[Column[Any], Coercer] = weakref.WeakKeyDictionary()
