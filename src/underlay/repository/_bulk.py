@@ -25,7 +25,16 @@ from underlay.repository._coerce import (
 )
 from underlay.repository._query import column_map, values_dict
 
-__all__ = ["RowReader", "coerce_groups", "group_rows", "python_default", "row_layout"]
+__all__ = [
+    "RowReader",
+    "coerce_groups",
+    "coerce_rows",
+    "group_rows",
+    "in_key_order",
+    "iterable_rows",
+    "python_default",
+    "row_layout",
+]
 
 
 class RowReader:
@@ -155,6 +164,45 @@ def coerce_groups(
                 result[index] = copy
         coerced_groups.append(result)
     return coerced_groups
+
+
+def iterable_rows(rows: Any) -> Iterable[Any]:
+    """Return ``rows`` if it can be a collection of rows (not a mapping, string or scalar).
+
+    Raises:
+        InvalidQueryError: ``rows`` is a single mapping or model, a string or not iterable.
+    """
+    if isinstance(rows, Mapping | BaseModel | str | bytes) or not isinstance(rows, Iterable):
+        raise InvalidQueryError(
+            f"rows must be an iterable of mappings or models, not {type(rows).__name__}."
+        )
+    return rows
+
+
+def coerce_rows(model: type[Any], rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`coerce_groups` for rows with mixed key sets, keeping their order."""
+    positions: dict[frozenset[str], list[int]] = {}
+    for index, row in enumerate(rows):
+        positions.setdefault(frozenset(row), []).append(index)
+    result = list(rows)
+    for indices in positions.values():
+        (coerced,) = coerce_groups(model, [[rows[index] for index in indices]])
+        for index, row in zip(indices, coerced, strict=True):
+            result[index] = row
+    return result
+
+
+def in_key_order(merged: Mapping[Any, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Return the rows of ``merged`` (keyed by conflict values) sorted by key.
+
+    Concurrent upserts that lock the same keys in one order cannot deadlock each other.
+    """
+    try:
+        keys = sorted(merged, key=lambda key: [(value is None, value) for value in key])
+    except TypeError:
+        # keys that do not compare (position placeholders, mixed types): keep the order
+        return list(merged.values())
+    return [merged[key] for key in keys]
 
 
 def python_default(column: Column[Any]) -> Any:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import Column, Table, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -15,7 +16,14 @@ from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionEr
 from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
 from underlay.repository._base import RepositoryBase
-from underlay.repository._bulk import RowReader, coerce_groups, group_rows
+from underlay.repository._bulk import (
+    RowReader,
+    coerce_groups,
+    coerce_rows,
+    group_rows,
+    in_key_order,
+    iterable_rows,
+)
 from underlay.repository._coerce import coerce_value
 from underlay.repository._copy import (
     copy_rows,
@@ -230,8 +238,12 @@ class WriteMethods(RepositoryBase[ModelT]):
     ) -> list[ModelT]:
         """Upsert many rows: one statement per batch of rows with the same keys.
 
-        Rows repeating a key are merged first (the last one wins), because one statement
-        cannot touch a row twice. See :meth:`upsert`.
+        Rows repeating a key are merged first (the last one wins, keys compared after
+        coercion to the column types), because one statement cannot touch a row twice.
+        Rows are sent in the order of their conflict keys, so concurrent upserts of
+        overlapping keys lock them in the same order and do not deadlock. Like
+        :meth:`insert_many`, the statements run in a savepoint: if one fails, no row is
+        written and the transaction is as it was before the call. See :meth:`upsert`.
 
         Returns:
             One entity per distinct key, in the order of the rows (a repeated key takes
@@ -242,15 +254,19 @@ class WriteMethods(RepositoryBase[ModelT]):
         columns = column_map(self.model)
         conflict_keys = [next(k for k, c in columns.items() if c is col) for col in target.columns]
         reader = RowReader(self.model, managed=self._version_key, operation="upsert")
-        merged: dict[Any, Mapping[str, Any]] = {}
+        read: list[Mapping[str, Any]] = []
         complete: Any = None
-        for position, raw in enumerate(rows):
+        for raw in iterable_rows(rows):
             row = reader.read(raw)
             if row.keys() != complete:
                 missing = [key for key in conflict_keys if key not in row]
                 if missing:
                     raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
                 complete = row.keys()
+            read.append(row)
+        # merged on coerced values: "5" and 5 are one key
+        merged: dict[Any, Mapping[str, Any]] = {}
+        for position, row in enumerate(coerce_rows(self.model, read)):
             try:
                 identity: Any = tuple(row[key] for key in conflict_keys)
                 hash(identity)
@@ -260,19 +276,39 @@ class WriteMethods(RepositoryBase[ModelT]):
             merged[identity] = row
         version_column = self._version_column
         returned: list[ModelT] = []
-        groups = coerce_groups(self.model, group_rows(merged.values(), reader))
+        groups = group_rows(in_key_order(merged), reader)
         with self._translated(None):
-            for group in groups:
-                # one statement per key set, the rows as executemany parameters: SQLAlchemy
-                # batches them (insertmanyvalues) and the compiled statement is cached
-                statement = upsert_statement(
-                    self.model, dialect, group[0].keys(), target, version_column=version_column
-                )
-                result = await self.session.execute(
-                    statement, list(group), execution_options={"populate_existing": True}
-                )
-                returned.extend(result.scalars().all())
+            try:
+                # a savepoint: a failed statement leaves the transaction as it was before
+                async with self.session.begin_nested():
+                    for group in groups:
+                        # one statement per key set, the rows as executemany parameters:
+                        # SQLAlchemy batches them (insertmanyvalues), the statement is cached
+                        statement = upsert_statement(
+                            self.model,
+                            dialect,
+                            group[0].keys(),
+                            target,
+                            version_column=version_column,
+                        )
+                        result = await self.session.execute(
+                            statement, list(group), execution_options={"populate_existing": True}
+                        )
+                        returned.extend(result.scalars().all())
+            except BaseException:
+                await self._forget_rolled_back(returned)
+                raise
         return self._in_row_order(returned, merged, conflict_keys)
+
+    async def _forget_rolled_back(self, entities: list[ModelT]) -> None:
+        """Put entities loaded by a rolled-back savepoint back to the database's state."""
+        for entity in entities:
+            try:
+                await self.session.refresh(entity)
+            except SQLAlchemyError:
+                # the row was inserted by the rolled-back statement: it does not exist
+                if entity in self.session:
+                    self.session.expunge(entity)
 
     @staticmethod
     def _in_row_order(
@@ -316,6 +352,11 @@ class WriteMethods(RepositoryBase[ModelT]):
         default); otherwise ``"values"``. COPY and the driver executemany are recorded
         with :func:`underlay.database.record_write`, so cache invalidation sees them.
 
+        The rows are checked against their columns' types before any SQL, and written
+        inside a savepoint: if the database refuses a row (a duplicate key, say), none of
+        the rows is inserted and the transaction is as it was before the call, so catching
+        the error and committing keeps everything written earlier in the transaction.
+
         Args:
             rows: Mappings of attribute names, or Pydantic models.
             method: ``"auto"``, ``"values"`` or ``"copy"``.
@@ -324,14 +365,16 @@ class WriteMethods(RepositoryBase[ModelT]):
             The number of rows inserted.
 
         Raises:
-            InvalidQueryError: Unknown fields, a ``version`` field, or ``"copy"`` where the
-                driver is not asyncpg or a default can only be computed in SQL.
-            DuplicateError: A unique constraint rejected a row (nothing is inserted).
+            InvalidQueryError: Unknown fields, a value that does not fit its column, a
+                ``version`` field, or ``"copy"`` where the driver is not asyncpg or a default
+                can only be computed in SQL. Raised before any SQL.
+            DuplicateError: A unique constraint rejected a row (nothing is inserted; the
+                transaction stays usable).
         """
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
         reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
-        groups = coerce_groups(self.model, group_rows(rows, reader))
+        groups = coerce_groups(self.model, group_rows(iterable_rows(rows), reader))
         if not groups:
             return 0
         count = sum(map(len, groups))
@@ -345,28 +388,42 @@ class WriteMethods(RepositoryBase[ModelT]):
                 "whose defaults are values or Python callables."
             )
         large = method == "auto" and count >= COPY_THRESHOLD
+        # a savepoint: a failed batch leaves the transaction as it was before the call
         with self._translated(None):
-            if method == "copy" or (large and copy_ok):
-                connection = await self.session.connection()
-                await copy_rows(connection, self.model, table, groups)
-                record_write(self.session, self.model)
-                return count
-            layouts = driver_insert_layouts(self.model, table, groups, dialect) if large else None
-            if layouts is not None:
-                connection = await self.session.connection()
-                await executemany_rows(connection, table, groups, layouts)
-                record_write(self.session, self.model)
-                return count
-            statement = insert(table)
-            columns = column_map(self.model)
-            for group in groups:
-                keys = group[0].keys()
-                if all(columns[key].key == key for key in keys):
-                    await self.session.execute(statement, list(group))
-                else:
-                    params = [{columns[k].key: v for k, v in row.items()} for row in group]
-                    await self.session.execute(statement, params)
+            async with self.session.begin_nested():
+                await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
         return count
+
+    async def _insert_groups(
+        self,
+        groups: list[list[Mapping[str, Any]]],
+        *,
+        method: str,
+        large: bool,
+        copy_ok: bool,
+    ) -> None:
+        table = self._mapper.local_table
+        assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
+        if method == "copy" or (large and copy_ok):
+            connection = await self.session.connection()
+            await copy_rows(connection, self.model, table, groups)
+            record_write(self.session, self.model)
+            return
+        layouts = driver_insert_layouts(self.model, table, groups, self._dialect) if large else None
+        if layouts is not None:
+            connection = await self.session.connection()
+            await executemany_rows(connection, table, groups, layouts)
+            record_write(self.session, self.model)
+            return
+        statement = insert(table)
+        columns = column_map(self.model)
+        for group in groups:
+            keys = group[0].keys()
+            if all(columns[key].key == key for key in keys):
+                await self.session.execute(statement, list(group))
+            else:
+                params = [{columns[k].key: v for k, v in row.items()} for row in group]
+                await self.session.execute(statement, params)
 
     # -- delete ---------------------------------------------------------------------------
 
