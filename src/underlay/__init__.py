@@ -5,6 +5,7 @@ from underlay._version import __version__
 from underlay.database import Database, DatabaseSession, call_after_commit, record_write
 from underlay.exceptions import (
     ConflictError,
+    ConnectionLostError,
     ConstraintError,
     DuplicateError,
     ForeignKeyError,
@@ -12,6 +13,7 @@ from underlay.exceptions import (
     MissingDependencyError,
     MultipleResultsError,
     NotFoundError,
+    PoolTimeoutError,
     SerializationError,
     StaleVersionError,
     UnderlayError,
@@ -40,6 +42,7 @@ from underlay.repository import (
 __all__ = [
     "Base",
     "ConflictError",
+    "ConnectionLostError",
     "ConstraintError",
     "CursorPage",
     "Database",
@@ -52,6 +55,7 @@ __all__ = [
     "MultipleResultsError",
     "NotFoundError",
     "Page",
+    "PoolTimeoutError",
     "Repository",
     "SQLAlchemyRepository",
     "SerializationError",

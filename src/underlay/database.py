@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
-from underlay.exceptions import translate_error
+from underlay.exceptions import ConnectionLostError, translate_error
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
 
@@ -114,14 +114,26 @@ class DatabaseSession(AsyncSession):
         try:
             await super().flush(objects)
         except SQLAlchemyError as exc:
-            raise _translated(exc) from exc
+            raise _translated(exc, self.bind) from exc
 
     async def commit(self) -> None:
-        """Commit, then await the callbacks scheduled for after this commit."""
+        """Commit, then await the callbacks scheduled for after this commit.
+
+        Raises:
+            ConnectionLostError: The connection broke; ``outcome_unknown`` is true when it
+                broke during ``COMMIT`` itself (the server may have committed).
+        """
+        # flushed first: a connection lost while flushing certainly committed nothing
+        await self.flush()
         try:
             await super().commit()
+        except ConnectionLostError as exc:
+            raise ConnectionLostError(outcome_unknown=True) from exc
         except SQLAlchemyError as exc:
-            raise _translated(exc) from exc
+            error = _translated(exc, self.bind)
+            if isinstance(error, ConnectionLostError):
+                raise ConnectionLostError(outcome_unknown=True) from exc
+            raise error from exc
         await self.run_after_commit()
 
     async def close(self) -> None:
@@ -141,8 +153,8 @@ class DatabaseSession(AsyncSession):
                 logger.exception("after-commit callback %r failed", callback)
 
 
-def _translated(exc: SQLAlchemyError) -> BaseException:
-    return translate_error(exc) or exc
+def _translated(exc: SQLAlchemyError, bind: Any = None) -> BaseException:
+    return translate_error(exc, pool=getattr(bind, "pool", None)) or exc
 
 
 class Database:
@@ -268,7 +280,7 @@ class Database:
         except BaseException as exc:
             await _shielded(_rollback_and_close(session))
             if isinstance(exc, SQLAlchemyError):
-                raise _translated(exc) from exc
+                raise _translated(exc, self.engine) from exc
             raise
         else:
             await _shielded(session.close())
@@ -379,6 +391,11 @@ def _ping_idle_connections(engine: AsyncEngine, *, idle: float) -> None:
 
     @event.listens_for(sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        is_closed = getattr(getattr(dbapi_connection, "driver_connection", None), "is_closed", None)
+        if callable(is_closed) and is_closed():
+            # the server closed it while it sat in the pool (a restart, a killed backend):
+            # known without a round trip, so also within the idle window
+            raise DisconnectionError("the pooled connection was closed by the server")
         returned_at = record.info.get(_RETURNED_AT)
         if returned_at is None or time.monotonic() - returned_at < idle:
             return  # a new connection, or one that worked a moment ago

@@ -123,7 +123,8 @@ class RepositoryBase(Generic[ModelT]):
         try:
             yield
         except SQLAlchemyError as exc:
-            error = translate_error(exc, model=self.model, id=id)
+            pool = getattr(self.session.bind, "pool", None)
+            error = translate_error(exc, model=self.model, id=id, pool=pool)
             if error is None:
                 raise
             raise error from exc

@@ -186,7 +186,7 @@ def filter_criteria(
         InvalidQueryError: A key is not a declared filterable column, or a value does not
             fit its column's type (see `underlay.repository._coerce`).
     """
-    if not filter_by:
+    if filter_by is None:
         return []
     if not isinstance(filter_by, Mapping):
         raise InvalidQueryError(f"filter_by must be a mapping, not {type(filter_by).__name__}.")
