@@ -2,7 +2,13 @@
 
 from underlay._retry import retry_on_conflict
 from underlay._version import __version__
-from underlay.database import Database, DatabaseSession, call_after_commit, record_write
+from underlay.database import (
+    Database,
+    DatabaseSession,
+    ReplicaStats,
+    call_after_commit,
+    record_write,
+)
 from underlay.exceptions import (
     ConflictError,
     ConnectionLostError,
@@ -14,6 +20,7 @@ from underlay.exceptions import (
     MultipleResultsError,
     NotFoundError,
     PoolTimeoutError,
+    ReadOnlySessionError,
     SerializationError,
     StaleVersionError,
     UnderlayError,
@@ -56,6 +63,8 @@ __all__ = [
     "NotFoundError",
     "Page",
     "PoolTimeoutError",
+    "ReadOnlySessionError",
+    "ReplicaStats",
     "Repository",
     "SQLAlchemyRepository",
     "SerializationError",

@@ -14,10 +14,12 @@ Every error underlay raises derives from :class:`UnderlayError`::
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
     ├── ConnectionLostError (ConnectionError) the connection broke mid-transaction or at COMMIT
     ├── PoolTimeoutError (TimeoutError)      no pooled connection became free in time
+    ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
 Driver and ORM errors are classified at one boundary, :func:`translate_error`, by SQLSTATE
-(PostgreSQL) or extended result code (SQLite), never by parsing messages. The original
+(PostgreSQL), extended result code (SQLite) or server error number (MySQL / MariaDB), never
+by parsing messages. The original
 exception is always chained as ``__cause__``.
 """
 
@@ -40,10 +42,10 @@ __all__ = [
     "MultipleResultsError",
     "NotFoundError",
     "PoolTimeoutError",
+    "ReadOnlySessionError",
     "SerializationError",
     "StaleVersionError",
     "UnderlayError",
-    "pool_timeout_error",
     "translate_error",
 ]
 
@@ -273,13 +275,22 @@ class PoolTimeoutError(UnderlayError, TimeoutError):
         super().__init__(message)
 
 
-def pool_timeout_error(pool: Any) -> PoolTimeoutError:
+def _pool_timeout_error(pool: Any) -> PoolTimeoutError:
     """Return the `PoolTimeoutError` for an exhausted SQLAlchemy ``pool`` (sizes read off it)."""
     size, timeout = getattr(pool, "size", None), getattr(pool, "timeout", None)
     return PoolTimeoutError(
         pool_size=size() if callable(size) else None,
         timeout=timeout() if callable(timeout) else None,
     )
+
+
+class ReadOnlySessionError(UnderlayError):
+    """Raised when a session opened with ``readonly=True`` is asked to write.
+
+    ORM flushes and ORM-enabled INSERT / UPDATE / DELETE are refused before any SQL is sent;
+    on PostgreSQL the transaction is also ``READ ONLY``, so raw SQL writes fail in the server.
+    Open a writing session (``db.session()``) for the write.
+    """
 
 
 class MissingDependencyError(UnderlayError, ImportError):
@@ -304,12 +315,14 @@ _PG_FOREIGN_KEY = "23503"
 _PG_NOT_NULL = "23502"
 _PG_CHECK = "23514"
 _PG_CONFLICTS = frozenset({"40001", "40P01", "55P03"})
+_PG_READ_ONLY = "25006"  # read_only_sql_transaction
 _PG_KINDS: dict[str, type[UnderlayError]] = {
     _PG_UNIQUE: DuplicateError,
     _PG_FOREIGN_KEY: ForeignKeyError,
     _PG_NOT_NULL: ConstraintError,
     _PG_CHECK: ConstraintError,
     **dict.fromkeys(_PG_CONFLICTS, SerializationError),
+    _PG_READ_ONLY: ReadOnlySessionError,
 }
 
 # SQLite extended result codes, see https://www.sqlite.org/rescode.html
@@ -318,6 +331,24 @@ _SQLITE_FOREIGN_KEY = 787
 _SQLITE_NOT_NULL = 1299
 _SQLITE_CHECK = 275
 _SQLITE_BUSY_OR_LOCKED = frozenset({5, 6})  # primary codes of SQLITE_BUSY* and SQLITE_LOCKED*
+
+# MySQL / MariaDB server error numbers, as the drivers pass them in ``args[0]``.
+_MYSQL_KINDS: dict[int, type[UnderlayError]] = {
+    1062: DuplicateError,  # ER_DUP_ENTRY
+    1586: DuplicateError,  # ER_DUP_ENTRY_WITH_KEY_NAME
+    1216: ForeignKeyError,  # ER_NO_REFERENCED_ROW
+    1217: ForeignKeyError,  # ER_ROW_IS_REFERENCED
+    1451: ForeignKeyError,  # ER_ROW_IS_REFERENCED_2
+    1452: ForeignKeyError,  # ER_NO_REFERENCED_ROW_2
+    1048: ConstraintError,  # ER_BAD_NULL_ERROR
+    1364: ConstraintError,  # ER_NO_DEFAULT_FOR_FIELD (strict mode, NOT NULL left out)
+    3819: ConstraintError,  # ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+    4025: ConstraintError,  # ER_CONSTRAINT_FAILED (MariaDB's CHECK)
+    1213: SerializationError,  # ER_LOCK_DEADLOCK
+    1205: SerializationError,  # ER_LOCK_WAIT_TIMEOUT
+    1020: SerializationError,  # ER_CHECKREAD (MariaDB snapshot isolation)
+}
+_MYSQL_DRIVERS = frozenset({"pymysql", "aiomysql", "asyncmy", "MySQLdb", "mariadb"})
 
 
 def _sqlstate(orig: BaseException | None) -> str | None:
@@ -336,6 +367,17 @@ def _sqlite_code(orig: BaseException | None) -> int | None:
     if isinstance(orig, sqlite3.Error):
         code = getattr(orig, "sqlite_errorcode", None)
         return code if isinstance(code, int) else None
+    return None
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    seen = 0
+    while orig is not None and seen < 3:
+        driver = type(orig).__module__.partition(".")[0]
+        if driver in _MYSQL_DRIVERS and orig.args and isinstance(orig.args[0], int):
+            return orig.args[0]
+        orig = orig.__cause__
+        seen += 1
     return None
 
 
@@ -374,13 +416,7 @@ def translate_error(
         # the dialect classified the driver error as a disconnect
         return ConnectionLostError()
     orig = exc.orig
-    detail = str(orig).strip().splitlines()[0] if orig is not None else str(exc)
-    state = _sqlstate(orig)
-    if state is not None:
-        kind = _PG_KINDS.get(state)
-    else:
-        code = _sqlite_code(orig)
-        kind = None if code is None else _sqlite_kind(code)
+    kind, detail = _classify(orig)
     if kind is None:
         return None
     constraint = _constraint_name(orig)
@@ -397,6 +433,10 @@ def translate_error(
         )
     if kind is ConstraintError:
         return ConstraintError(f"Constraint violated: {detail}.", constraint=constraint)
+    if kind is ReadOnlySessionError:
+        return ReadOnlySessionError(
+            f"The transaction is read-only: {detail}. Open a db.session() to write."
+        )
     return SerializationError(
         f"A concurrent transaction won: {detail}. Run the unit of work again.",
         model=model,
@@ -416,8 +456,24 @@ def _translate_other(
     if isinstance(exc, sa_exc.MultipleResultsFound):
         return MultipleResultsError(model=model)
     if isinstance(exc, sa_exc.TimeoutError):
-        return pool_timeout_error(pool)
+        return _pool_timeout_error(pool)
     return None
+
+
+def _classify(orig: BaseException | None) -> tuple[type[UnderlayError] | None, str]:
+    """Return the underlay error class for a driver error and the server's message."""
+    detail = str(orig).strip().splitlines()[0] if orig is not None else ""
+    errno = _mysql_errno(orig)
+    # MySQL drivers may carry a SQLSTATE too, but only the class ("23000"): the number decides.
+    if errno is not None:
+        if orig is not None and len(orig.args) > 1:
+            detail = str(orig.args[1])  # the server's message, without the driver's tuple
+        return _MYSQL_KINDS.get(errno), detail
+    state = _sqlstate(orig)
+    if state is not None:
+        return _PG_KINDS.get(state), detail
+    code = _sqlite_code(orig)
+    return (None if code is None else _sqlite_kind(code)), detail
 
 
 def _sqlite_kind(code: int) -> type[UnderlayError] | None:
