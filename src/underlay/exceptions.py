@@ -14,6 +14,7 @@ Every error underlay raises derives from :class:`UnderlayError`::
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
     ├── ConnectionLostError (ConnectionError) the connection broke mid-transaction or at COMMIT
     ├── PoolTimeoutError (TimeoutError)      no pooled connection became free in time
+    ├── LazyLoadError (RuntimeError)         a lazy load in async code, refused (no hidden IO)
     ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
@@ -38,6 +39,7 @@ __all__ = [
     "DuplicateError",
     "ForeignKeyError",
     "InvalidQueryError",
+    "LazyLoadError",
     "MissingDependencyError",
     "MultipleResultsError",
     "NotFoundError",
@@ -282,6 +284,22 @@ def _pool_timeout_error(pool: Any) -> PoolTimeoutError:
         pool_size=size() if callable(size) else None,
         timeout=timeout() if callable(timeout) else None,
     )
+
+
+class LazyLoadError(UnderlayError, RuntimeError):
+    """Raised when async code reads a relationship or attribute that is not loaded.
+
+    Only where the no-hidden-IO mode is on (``Database(url, raise_on_lazy_load=True)`` or a
+    model with ``__raise_on_lazy_load__ = True``). The message names the attribute and the
+    loader option that loads it with the query, such as ``selectinload(User.posts)``.
+
+    Attributes:
+        attribute: ``"Model.attribute"`` (or the model's name for a column load).
+    """
+
+    def __init__(self, message: str, *, attribute: str) -> None:
+        self.attribute = attribute
+        super().__init__(message)
 
 
 class ReadOnlySessionError(UnderlayError):
