@@ -185,8 +185,6 @@ HOSTILE_FILTERS: list[dict[str, Any]] = [
     {"ratio": "nan"},
     {"ratio": 10**400},
     {"price": Decimal("NaN")},
-    {"active": 1},
-    {"active": "yes"},
     {"color": "GREEN"},
     {"day": datetime(2024, 1, 1, tzinfo=UTC)},
     {"day": "2024-13-01"},
@@ -214,7 +212,7 @@ class TestFilterValues:
                 ):
                     with (
                         count_queries() as counter,
-                        pytest.raises(InvalidQueryError, match=f"Gadget.{field}"),
+                        pytest.raises(InvalidQueryError, match=field),
                     ):
                         await call()
                     assert counter.statements == [], filter_by
