@@ -250,11 +250,17 @@ class Emitted:
 WORKER = "tests.integration.outbox_worker"
 
 
+def worker_env() -> dict[str, str]:
+    """The environment of a worker subprocess: this checkout's tests package importable."""
+    paths = [os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def start_relay(backend: Backend, redis_url: str, prefix: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", WORKER, "relay", backend.url, redis_url, prefix],
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env=worker_env(),
     )
 
 
