@@ -26,20 +26,28 @@ from underlay.migrations._commands import (  # noqa: E402 - after the dependency
     upgrade_sql,
 )
 from underlay.migrations._env import render_item, run_migrations  # noqa: E402
+from underlay.migrations._fk import (  # noqa: E402
+    UnindexedForeignKey,
+    index_foreign_keys,
+    unindexed_foreign_keys,
+)
 from underlay.migrations._scaffold import init  # noqa: E402
 
 __all__ = [
     "MigrationDriftError",
     "StairwayError",
+    "UnindexedForeignKey",
     "check",
     "describe_difference",
     "downgrade",
+    "index_foreign_keys",
     "init",
     "make_config",
     "render_item",
     "revision",
     "run_migrations",
     "stairway",
+    "unindexed_foreign_keys",
     "upgrade",
     "upgrade_sql",
 ]
