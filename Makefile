@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs bench clean
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,8 @@ demo: $(STAMP_DEMO)
 test: $(STAMP_DEV)
 	$(MAKE) --no-print-directory check
 
-check: lint typecheck pytest docs
+# The docs are built before the suite: tests/docs_site opens the built site in Chromium.
+check: lint typecheck docs pytest
 
 lint:
 	$(VENV)/bin/ruff check .
@@ -42,15 +43,21 @@ typecheck:
 # would run it (on SQLite here; tests/integration/test_plugin.py also runs it on PostgreSQL).
 pytest:
 	$(VENV)/bin/coverage erase
-	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
+	UNDERLAY_DOCS_SITE=$(abspath build/site) $(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	cd examples/blog && UNDERLAY_TEST_DATABASE_URL=sqlite+aiosqlite:///blog.db \
 		COVERAGE_FILE=$(abspath .coverage) $(abspath $(VENV))/bin/coverage run \
 		--rcfile=$(abspath pyproject.toml) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/coverage combine --quiet
 	$(VENV)/bin/coverage report
 
+# Warnings are errors (-W) and every cross-reference must resolve (-n); -E rebuilds from scratch
+# so a warning is never hidden by a cached page.
 docs:
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	$(VENV)/bin/sphinx-build -b html -W --keep-going -n -E -q docs build/site
+
+## docs-check: build the site and check it in headless Chromium (roles, links, reference, width)
+docs-check: docs
+	UNDERLAY_DOCS_SITE=$(abspath build/site) $(VENV)/bin/pytest tests/docs_site -q -p no:cacheprovider
 
 BENCH_VENV ?= .venv-bench
 STAMP_BENCH := $(BENCH_VENV)/.installed-bench

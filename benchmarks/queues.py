@@ -59,7 +59,8 @@ def start_relay(url: str, prefix: str) -> subprocess.Popen[bytes]:
 
 
 async def latency(db: Database, url: str, samples: int, *, in_process: bool) -> list[float]:
-    prefix = KEY_PREFIX + ("li:" if in_process else "lx:")
+    prefix = KEY_PREFIX
+    stream = "lat-in" if in_process else "lat-out"  # a stream each: leases are per stream
     redis = Redis.from_url(REDIS_URL)
     process: subprocess.Popen[bytes] | None = None
     relay: OutboxRelay | None = None
@@ -71,14 +72,14 @@ async def latency(db: Database, url: str, samples: int, *, in_process: bool) -> 
         process = start_relay(url, prefix)
         assert process.stdout is not None
         await asyncio.to_thread(process.stdout.readline)
-    last = "$"
+    last: Any = "0-0"
     results: list[float] = []
     try:
         for n in range(samples):
             async with db.session() as session:
-                await emit(session, "lat", {"n": n})
+                await emit(session, stream, {"n": n})
             committed = time.perf_counter()
-            reply = await redis.xread({prefix + "lat": last}, block=5000, count=1)
+            reply = await redis.xread({prefix + stream: last}, block=5000, count=1)
             results.append((time.perf_counter() - committed) * 1000)
             last = reply[0][1][0][0]
             await asyncio.sleep(0.005)

@@ -15,7 +15,8 @@ Every error underlay raises derives from :class:`UnderlayError`::
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
 Driver and ORM errors are classified at one boundary, :func:`translate_error`, by SQLSTATE
-(PostgreSQL) or extended result code (SQLite), never by parsing messages. The original
+(PostgreSQL), extended result code (SQLite) or server error number (MySQL / MariaDB), never
+by parsing messages. The original
 exception is always chained as ``__cause__``.
 """
 
@@ -242,6 +243,24 @@ _SQLITE_NOT_NULL = 1299
 _SQLITE_CHECK = 275
 _SQLITE_BUSY_OR_LOCKED = frozenset({5, 6})  # primary codes of SQLITE_BUSY* and SQLITE_LOCKED*
 
+# MySQL / MariaDB server error numbers, as the drivers pass them in ``args[0]``.
+_MYSQL_KINDS: dict[int, type[UnderlayError]] = {
+    1062: DuplicateError,  # ER_DUP_ENTRY
+    1586: DuplicateError,  # ER_DUP_ENTRY_WITH_KEY_NAME
+    1216: ForeignKeyError,  # ER_NO_REFERENCED_ROW
+    1217: ForeignKeyError,  # ER_ROW_IS_REFERENCED
+    1451: ForeignKeyError,  # ER_ROW_IS_REFERENCED_2
+    1452: ForeignKeyError,  # ER_NO_REFERENCED_ROW_2
+    1048: ConstraintError,  # ER_BAD_NULL_ERROR
+    1364: ConstraintError,  # ER_NO_DEFAULT_FOR_FIELD (strict mode, NOT NULL left out)
+    3819: ConstraintError,  # ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+    4025: ConstraintError,  # ER_CONSTRAINT_FAILED (MariaDB's CHECK)
+    1213: SerializationError,  # ER_LOCK_DEADLOCK
+    1205: SerializationError,  # ER_LOCK_WAIT_TIMEOUT
+    1020: SerializationError,  # ER_CHECKREAD (MariaDB snapshot isolation)
+}
+_MYSQL_DRIVERS = frozenset({"pymysql", "aiomysql", "asyncmy", "MySQLdb", "mariadb"})
+
 
 def _sqlstate(orig: BaseException | None) -> str | None:
     seen = 0
@@ -259,6 +278,17 @@ def _sqlite_code(orig: BaseException | None) -> int | None:
     if isinstance(orig, sqlite3.Error):
         code = getattr(orig, "sqlite_errorcode", None)
         return code if isinstance(code, int) else None
+    return None
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    seen = 0
+    while orig is not None and seen < 3:
+        driver = type(orig).__module__.partition(".")[0]
+        if driver in _MYSQL_DRIVERS and orig.args and isinstance(orig.args[0], int):
+            return orig.args[0]
+        orig = orig.__cause__
+        seen += 1
     return None
 
 
@@ -301,13 +331,7 @@ def translate_error(
     if not isinstance(exc, sa_exc.DBAPIError):
         return None
     orig = exc.orig
-    detail = str(orig).strip().splitlines()[0] if orig is not None else str(exc)
-    state = _sqlstate(orig)
-    if state is not None:
-        kind = _PG_KINDS.get(state)
-    else:
-        code = _sqlite_code(orig)
-        kind = None if code is None else _sqlite_kind(code)
+    kind, detail = _classify(orig)
     if kind is None:
         return None
     constraint = _constraint_name(orig)
@@ -329,6 +353,22 @@ def translate_error(
         model=model,
         id=id,
     )
+
+
+def _classify(orig: BaseException | None) -> tuple[type[UnderlayError] | None, str]:
+    """Return the underlay error class for a driver error and the server's message."""
+    detail = str(orig).strip().splitlines()[0] if orig is not None else ""
+    errno = _mysql_errno(orig)
+    # MySQL drivers may carry a SQLSTATE too, but only the class ("23000"): the number decides.
+    if errno is not None:
+        if orig is not None and len(orig.args) > 1:
+            detail = str(orig.args[1])  # the server's message, without the driver's tuple
+        return _MYSQL_KINDS.get(errno), detail
+    state = _sqlstate(orig)
+    if state is not None:
+        return _PG_KINDS.get(state), detail
+    code = _sqlite_code(orig)
+    return (None if code is None else _sqlite_kind(code)), detail
 
 
 def _sqlite_kind(code: int) -> type[UnderlayError] | None:

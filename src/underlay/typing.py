@@ -33,6 +33,6 @@ IdT_contra = TypeVar("IdT_contra", contravariant=True)
 #: A Pydantic model class used as an input or output schema.
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
-#: Column values for a write: a mapping of attribute names, or a Pydantic model whose *set*
-#: fields are used (``model_dump(exclude_unset=True)``).
+#: Column values for a write, either a mapping of attribute names or a Pydantic model whose
+#: *set* fields are used (``model_dump(exclude_unset=True)``).
 Values: TypeAlias = Mapping[str, Any] | BaseModel

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -314,7 +315,8 @@ class TestRunningLoop:
         command.revision(config, message="initial", autogenerate=True, rev_id="0001")
         command.upgrade(config, "head")
         command.check(config)
-        with sqlite3.connect(path) as conn:
+        # sqlite3's own context manager only commits; closing() closes the connection.
+        with closing(sqlite3.connect(path)) as conn:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         assert {"items", "alembic_version"} <= tables
 
