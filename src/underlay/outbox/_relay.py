@@ -96,7 +96,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 0.05,
         lease: float = 30.0,
-        retention: float | timedelta = 86400.0,
+        retention: float = 86400.0,
         prune_interval: float = 60.0,
         maxlen: int | None = None,
         timeout: float = 5.0,
@@ -109,9 +109,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.lease = lease
-        self.retention = (
-            retention.total_seconds() if isinstance(retention, timedelta) else float(retention)
-        )
+        self.retention = float(retention)
         self.prune_interval = prune_interval
         self.maxlen = maxlen
         self.timeout = timeout
