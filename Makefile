@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ pytest:
 		--rcfile=$(abspath pyproject.toml) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/coverage combine --quiet
 	$(VENV)/bin/coverage report
+
+# The PostgreSQL half of the integration suite again, through PgBouncer in transaction mode
+# with two worker processes (scripts/scaleout.sh starts PgBouncer; .ci/run runs this).
+PGBOUNCER_URL ?= postgresql+asyncpg://postgres@127.0.0.1:6432/postgres?prepared_statement_cache_size=0&statement_cache_size=0
+test-pgbouncer: $(STAMP_DEV)
+	bash scripts/scaleout.sh start pgbouncer >/dev/null
+	UNDERLAY_TEST_DATABASE_URL='$(PGBOUNCER_URL)' $(VENV)/bin/pytest tests/integration \
+		-k "postgresql and not sqlite" -m "not no_pgbouncer" -n 2 -q -p no:cacheprovider
 
 # Warnings are errors (-W) and every cross-reference must resolve (-n); -E rebuilds from scratch
 # so a warning is never hidden by a cached page.

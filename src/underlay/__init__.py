@@ -2,7 +2,13 @@
 
 from underlay._retry import retry_on_conflict
 from underlay._version import __version__
-from underlay.database import Database, DatabaseSession, call_after_commit, record_write
+from underlay.database import (
+    Database,
+    DatabaseSession,
+    ReplicaStats,
+    call_after_commit,
+    record_write,
+)
 from underlay.exceptions import (
     ConflictError,
     ConstraintError,
@@ -12,6 +18,7 @@ from underlay.exceptions import (
     MissingDependencyError,
     MultipleResultsError,
     NotFoundError,
+    ReadOnlySessionError,
     SerializationError,
     StaleVersionError,
     UnderlayError,
@@ -52,6 +59,8 @@ __all__ = [
     "MultipleResultsError",
     "NotFoundError",
     "Page",
+    "ReadOnlySessionError",
+    "ReplicaStats",
     "Repository",
     "SQLAlchemyRepository",
     "SerializationError",

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from uuid import uuid4
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
@@ -23,7 +22,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
-from underlay.exceptions import translate_error
+from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
+from underlay.exceptions import ReadOnlySessionError, translate_error
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
 
@@ -35,6 +35,7 @@ __all__ = [
     "WRITES_KEY",
     "Database",
     "DatabaseSession",
+    "ReplicaStats",
     "call_after_commit",
     "record_write",
 ]
@@ -122,6 +123,11 @@ class DatabaseSession(AsyncSession):
             await super().commit()
         except SQLAlchemyError as exc:
             raise _translated(exc) from exc
+        # Read after the commit: the commit's own flush is what usually writes.
+        if self.sync_session.info.pop(_WROTE_KEY, False):
+            database = self.sync_session.info.get(_DATABASE_KEY)
+            if isinstance(database, Database):
+                await database._note_commit()
         await self.run_after_commit()
 
     async def close(self) -> None:
@@ -139,6 +145,39 @@ class DatabaseSession(AsyncSession):
                 await callback()
             except Exception:
                 logger.exception("after-commit callback %r failed", callback)
+
+
+_DATABASE_KEY = "underlay.database"
+_READONLY_KEY = "underlay.readonly"
+_WROTE_KEY = "underlay.wrote"
+
+
+def _on_flush_guard(session: Session, _flush: Any, _instances: Any) -> None:
+    if session.info.get(_READONLY_KEY) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlySessionError(
+            "This session was opened with readonly=True and cannot flush changes; "
+            "open a db.session() to write."
+        )
+
+
+def _after_flush_mark(session: Session, _flush: Any) -> None:
+    session.info[_WROTE_KEY] = True
+
+
+def _on_execute_guard(state: Any) -> None:
+    session = state.session
+    if state.is_select:
+        return
+    if session.info.get(_READONLY_KEY):
+        if state.is_insert or state.is_update or state.is_delete:
+            raise ReadOnlySessionError(
+                "This session was opened with readonly=True and cannot run "
+                f"{type(state.statement).__name__.upper()} statements; open a db.session() "
+                "to write."
+            )
+        return
+    # Text and other non-SELECT statements may write: record it for read-your-writes.
+    session.info[_WROTE_KEY] = True
 
 
 def _translated(exc: SQLAlchemyError) -> BaseException:
@@ -163,8 +202,18 @@ class Database:
         pre_ping_idle: Seconds a pooled connection must have been idle before it is pinged.
             ``0`` pings on every checkout.
         cache: A :class:`underlay.cache.Cache` to keep coherent with this database's commits.
-        pgbouncer: Make asyncpg work behind PgBouncer in transaction mode (no
-            server-side prepared statement cache, unique statement names).
+        pgbouncer: Make asyncpg work behind PgBouncer in transaction mode: both statement
+            caches off, so every statement is an unnamed Parse/Bind/Execute that leaves no
+            state on the server connection. Features that need session state refuse to run.
+        replicas: URLs of streaming read replicas of ``url``. Sessions opened with
+            ``session(readonly=True)`` read from one of them once it has replayed this
+            context's last commit (see `consistency_token`), else from the primary.
+        replica_wait: Seconds a read-only session waits for a replica to replay the
+            context's last commit before it reads from the primary instead.
+        replica_max_lag: Bytes of WAL a replica may trail the newest commit this process
+            saw before it is skipped; ``None`` never skips for lag.
+        replica_check_interval: Seconds between replay-position checks of an idle replica.
+        replica_retry: Seconds an unreachable or failed replica is skipped.
         sqlite_busy_timeout: Milliseconds SQLite waits for a lock before failing.
         **engine_options: Passed to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
 
@@ -191,6 +240,11 @@ class Database:
         pre_ping_idle: float = 0.5,
         cache: Cache | None = None,
         pgbouncer: bool = False,
+        replicas: Sequence[str | URL] = (),
+        replica_wait: float = 0.05,
+        replica_max_lag: int | None = 16 * 1024 * 1024,
+        replica_check_interval: float = 1.0,
+        replica_retry: float = 5.0,
         sqlite_busy_timeout: int = 5000,
         **engine_options: Any,
     ) -> None:
@@ -207,24 +261,65 @@ class Database:
                 pool_timeout=pool_timeout,
                 pool_recycle=pool_recycle,
             )
+        # asyncpg's own statement cache cannot be set through a URL (SQLAlchemy passes the
+        # text on and asyncpg refuses it): take it from the query here, so a URL that
+        # carries both PgBouncer settings works as it is.
+        url_cache = self.url.query.get("statement_cache_size")
+        if url_cache is not None and self.url.get_driver_name() == "asyncpg":
+            self.url = self.url.difference_update_query(["statement_cache_size"])
+            engine_options["connect_args"] = {
+                **engine_options.get("connect_args", {}),
+                "statement_cache_size": _non_negative_int(url_cache, "statement_cache_size"),
+            }
+        pgbouncer = pgbouncer or (
+            url_cache is not None
+            and _non_negative_int(url_cache, "statement_cache_size") == 0
+            and self.url.query.get("prepared_statement_cache_size") == "0"
+        )
         if pgbouncer:
             if self.url.get_driver_name() != "asyncpg":
                 raise ValueError("pgbouncer=True applies to postgresql+asyncpg URLs only")
+            # Only the two cache settings: a custom prepared_statement_name_func makes
+            # asyncpg name (and leave behind) a statement per execution on PgBouncer 1.18.
             connect_args = dict(engine_options.pop("connect_args", {}))
             connect_args.setdefault("statement_cache_size", 0)
-            connect_args.setdefault(
-                "prepared_statement_name_func", lambda: f"__underlay_{uuid4().hex}__"
-            )
             options["connect_args"] = connect_args
             self.url = self.url.update_query_dict({"prepared_statement_cache_size": "0"})
+        #: True when this database runs behind PgBouncer in transaction mode; features that
+        #: need session state (LISTEN, session-level advisory locks, SET) refuse to run.
+        self.pgbouncer = pgbouncer
         options.update(engine_options)
 
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        if backend == "sqlite":
-            _configure_sqlite(self.engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
-        event.listen(self.engine.sync_engine, "handle_error", _translate_driver_error)
-        if pool_pre_ping:
-            _ping_idle_connections(self.engine, idle=pre_ping_idle)
+        def make_engine(url: URL) -> AsyncEngine:
+            engine = create_async_engine(url, **options)
+            if backend == "sqlite":
+                _configure_sqlite(engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
+            event.listen(engine.sync_engine, "handle_error", _translate_driver_error)
+            if pool_pre_ping:
+                _ping_idle_connections(engine, idle=pre_ping_idle)
+            return engine
+
+        self.engine: AsyncEngine = make_engine(self.url)
+        replica_urls = [_replica_url(self.url, url) for url in replicas]
+        if replica_urls and backend != "postgresql":
+            raise ValueError("replicas= applies to PostgreSQL URLs only")
+        #: The replica engines, read-only at the transaction level.
+        self.replica_engines: list[AsyncEngine] = [
+            make_engine(url).execution_options(postgresql_readonly=True) for url in replica_urls
+        ]
+        self._router = ReplicaRouter(
+            self.replica_engines,
+            wait=replica_wait,
+            max_lag=replica_max_lag,
+            check_interval=replica_check_interval,
+            retry=replica_retry,
+        )
+        self._readonly_primary = (
+            self.engine.execution_options(postgresql_readonly=True)
+            if backend == "postgresql"
+            else self.engine
+        )
+        self._lsn_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
         # One sync Session subclass per Database, so event listeners (soft delete, cache
         # invalidation) installed for this database never leak into another one.
@@ -235,12 +330,16 @@ class Database:
         enable_versioning(self.sync_session_class)
         event.listen(self.sync_session_class, "after_commit", _on_commit)
         event.listen(self.sync_session_class, "after_rollback", _on_rollback)
+        event.listen(self.sync_session_class, "before_flush", _on_flush_guard)
+        event.listen(self.sync_session_class, "do_orm_execute", _on_execute_guard)
+        if self.replica_engines:
+            event.listen(self.sync_session_class, "after_flush", _after_flush_mark)
         self.sessionmaker: async_sessionmaker[DatabaseSession] = async_sessionmaker(
             self.engine,
             class_=DatabaseSession,
             sync_session_class=self.sync_session_class,
             expire_on_commit=False,
-            info={"underlay.database": self},
+            info={_DATABASE_KEY: self},
         )
         if cache is not None:
             from underlay.cache._attach import attach  # noqa: PLC0415 - the cache is optional
@@ -251,17 +350,24 @@ class Database:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[DatabaseSession]:
+    async def session(self, *, readonly: bool = False) -> AsyncIterator[DatabaseSession]:
         """Open a session for one unit of work: commit on success, roll back on error.
 
         The connection goes back to the pool whatever happens, also when the block raises or
         the task is cancelled. SQLAlchemy errors raised in the block or at commit leave as
         underlay errors (the original chained).
 
+        Args:
+            readonly: Only read. With ``replicas`` configured the session reads from a
+                replica that has replayed this context's last commit (read-your-writes),
+                else from the primary; it never switches engines mid-transaction. ORM
+                writes raise `ReadOnlySessionError` before any SQL, and on PostgreSQL the
+                transaction itself is ``READ ONLY``, so raw SQL cannot write either.
+
         Yields:
-            A new :class:`DatabaseSession`.
+            A new `DatabaseSession`.
         """
-        session = self.sessionmaker()
+        session = await self._open(readonly=readonly)
         try:
             yield session
             await session.commit()
@@ -272,6 +378,80 @@ class Database:
             raise
         else:
             await _shielded(session.close())
+
+    async def _open(self, *, readonly: bool) -> DatabaseSession:
+        if not readonly:
+            return self.sessionmaker()
+        engine = await self._router.choose() if self.replica_engines else None
+        if engine is not None:
+            session = self.sessionmaker(bind=engine)
+            session.sync_session.info[_READONLY_KEY] = True
+            try:
+                # Check out the replica connection now: if the replica went away since it
+                # was last checked, fall back here rather than fail the caller's first query.
+                await session.connection()
+            except (OSError, SQLAlchemyError) as exc:
+                await _shielded(_rollback_and_close(session))
+                self._router.mark_down(engine)
+                self._router.stats.primary_fallback["down"] += 1
+                logger.warning("replica connection failed, reading from the primary: %s", exc)
+            else:
+                return session
+        session = self.sessionmaker(bind=self._readonly_primary)
+        session.sync_session.info[_READONLY_KEY] = True
+        return session
+
+    def consistency_token(self) -> str | None:
+        """Return this context's last commit position, to carry to a later request.
+
+        Read-only sessions of the same context wait for a replica to replay it. An
+        application whose client moves between processes (a cookie, a header) passes the
+        token back with `read_after` so that its next request still reads its own writes.
+
+        Returns:
+            An opaque string, or ``None`` when this context has not committed a write.
+        """
+        lsn = self._router.token.get()
+        return format_lsn(lsn) if lsn else None
+
+    @contextmanager
+    def read_after(self, token: str | None) -> Iterator[None]:
+        """Make read-only sessions in the block see at least the commit behind ``token``.
+
+        Args:
+            token: A value from `consistency_token`, or ``None`` (no requirement).
+
+        Raises:
+            InvalidQueryError: ``token`` is not a consistency token.
+        """
+        if token is None:
+            yield
+            return
+        lsn = parse_lsn(token)
+        reset = self._router.token.set(max(lsn, self._router.token.get()))
+        try:
+            yield
+        finally:
+            self._router.token.reset(reset)
+
+    @property
+    def replica_stats(self) -> ReplicaStats:
+        """Return the counts of where read-only sessions went (replica, or primary and why)."""
+        return self._router.stats
+
+    async def _note_commit(self) -> None:
+        if not self.replica_engines:
+            return
+        try:
+            async with self._lsn_engine.connect() as conn:
+                value = (await conn.execute(_CURRENT_LSN)).scalar_one()
+        except (OSError, SQLAlchemyError):
+            # The commit happened; without its position the next read may be stale, so
+            # pin this context to the primary until a later commit is recorded.
+            logger.warning("could not read the commit position", exc_info=True)
+            self._router.note_commit(_FOREVER)
+            return
+        self._router.note_commit(parse_lsn(value))
 
     async def get_session(self) -> AsyncIterator[DatabaseSession]:
         """Yield a session per request: a FastAPI-style dependency.
@@ -313,6 +493,8 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection. The engine stays usable and reconnects on demand."""
+        for replica in self.replica_engines:
+            await replica.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -343,6 +525,30 @@ async def _shielded(awaitable: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         raise
+
+
+_CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
+# A token no replica ever reaches: reads go to the primary.
+_FOREVER = (1 << 64) - 1
+
+
+def _non_negative_int(value: str | tuple[str, ...], name: str) -> int:
+    text_value = value if isinstance(value, str) else value[-1]
+    if not text_value.isdigit():
+        raise ValueError(f"{name} in the URL must be a non-negative integer, got {text_value!r}")
+    return int(text_value)
+
+
+def _replica_url(primary: URL, url: str | URL) -> URL:
+    parsed = _async_url(url)
+    if parsed.get_backend_name() != primary.get_backend_name():
+        raise ValueError("a replica must use the same database backend as the primary")
+    if (
+        primary.query.get("prepared_statement_cache_size")
+        and "prepared_statement_cache_size" not in parsed.query
+    ):
+        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
+    return parsed
 
 
 def _async_url(url: str | URL) -> URL:
@@ -380,13 +586,24 @@ def _ping_idle_connections(engine: AsyncEngine, *, idle: float) -> None:
     @event.listens_for(sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         returned_at = record.info.get(_RETURNED_AT)
-        if returned_at is None or time.monotonic() - returned_at < idle:
-            return  # a new connection, or one that worked a moment ago
+        if returned_at is None:
+            return  # a new connection
+        if _closed(dbapi_connection):
+            # The server closed it while it sat in the pool (restart, failover): free to see.
+            raise DisconnectionError("the pooled connection was closed by the server")
+        if time.monotonic() - returned_at < idle:
+            return  # one that worked a moment ago
         try:
             dialect.do_ping(dbapi_connection)
         except Exception as exc:
             # The pool invalidates this connection and checks out (or opens) another.
             raise DisconnectionError(f"pre-ping failed: {exc}") from exc
+
+
+def _closed(dbapi_connection: Any) -> bool:
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False
 
 
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: int, wal: bool) -> None:

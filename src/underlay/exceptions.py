@@ -12,6 +12,7 @@ Every error underlay raises derives from :class:`UnderlayError`::
     │   └── SerializationError               a concurrent transaction won (retry the unit of work)
     ├── ConstraintError (ValueError)         a NOT NULL or CHECK constraint rejected a value
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
+    ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
 Driver and ORM errors are classified at one boundary, :func:`translate_error`, by SQLSTATE
@@ -37,6 +38,7 @@ __all__ = [
     "MissingDependencyError",
     "MultipleResultsError",
     "NotFoundError",
+    "ReadOnlySessionError",
     "SerializationError",
     "StaleVersionError",
     "UnderlayError",
@@ -206,6 +208,15 @@ class InvalidQueryError(UnderlayError, ValueError):
     """
 
 
+class ReadOnlySessionError(UnderlayError):
+    """Raised when a session opened with ``readonly=True`` is asked to write.
+
+    ORM flushes and ORM-enabled INSERT / UPDATE / DELETE are refused before any SQL is sent;
+    on PostgreSQL the transaction is also ``READ ONLY``, so raw SQL writes fail in the server.
+    Open a writing session (``db.session()``) for the write.
+    """
+
+
 class MissingDependencyError(UnderlayError, ImportError):
     """Raised when a feature needs an optional dependency that is not installed.
 
@@ -228,12 +239,14 @@ _PG_FOREIGN_KEY = "23503"
 _PG_NOT_NULL = "23502"
 _PG_CHECK = "23514"
 _PG_CONFLICTS = frozenset({"40001", "40P01", "55P03"})
+_PG_READ_ONLY = "25006"  # read_only_sql_transaction
 _PG_KINDS: dict[str, type[UnderlayError]] = {
     _PG_UNIQUE: DuplicateError,
     _PG_FOREIGN_KEY: ForeignKeyError,
     _PG_NOT_NULL: ConstraintError,
     _PG_CHECK: ConstraintError,
     **dict.fromkeys(_PG_CONFLICTS, SerializationError),
+    _PG_READ_ONLY: ReadOnlySessionError,
 }
 
 # SQLite extended result codes, see https://www.sqlite.org/rescode.html
@@ -348,6 +361,10 @@ def translate_error(
         )
     if kind is ConstraintError:
         return ConstraintError(f"Constraint violated: {detail}.", constraint=constraint)
+    if kind is ReadOnlySessionError:
+        return ReadOnlySessionError(
+            f"The transaction is read-only: {detail}. Open a db.session() to write."
+        )
     return SerializationError(
         f"A concurrent transaction won: {detail}. Run the unit of work again.",
         model=model,

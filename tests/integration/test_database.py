@@ -124,6 +124,7 @@ class TestPool:
             await small.dispose()
 
 
+@pytest.mark.no_pgbouncer  # terminates its own server backend, which PgBouncer hides
 class TestPrePing:
     async def _kill_pooled_connection(self, database: Database, admin: Database) -> int:
         async with database.session() as session:

@@ -260,6 +260,7 @@ class TestSave:
             async with db.session() as session:
                 await AuthorRepository(session).save(Author(email="a0@example.com"))
 
+    @pytest.mark.no_pgbouncer  # a plain engine on the URL, without Database's URL handling
     async def test_plain_async_session_errors_translated(
         self, db: Database, backend: Backend
     ) -> None:

@@ -1,0 +1,100 @@
+"""Engines for the scale-out tests, started by the repository's own `scripts/scaleout.sh`.
+
+Each fixture starts its engine (idempotent) and yields what the tests connect to. With
+`SCALEOUT_EXTERNAL=1` (set by `.ci/run`, which starts every engine up front and stops them
+when it ends) or under xdist nothing is stopped at the end; otherwise the session stops the
+engines it used. A missing binary skips the
+tests, except under CI / `UNDERLAY_REQUIRE_SERVICES`, where it fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests import services
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scaleout.sh"
+_BINARIES = {
+    "pg": ("pg_config", "runuser"),
+    "pgbouncer": ("pgbouncer",),
+    "cluster": ("redis-server", "redis-cli"),
+    "sentinel": ("redis-server", "redis-cli"),
+}
+
+
+def scaleout(*args: str) -> dict[str, str]:
+    """Run the scale-out script and return the `KEY=VALUE` lines it printed."""
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=240, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/scaleout.sh {' '.join(args)} failed:\n{result.stderr}")
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return dict(pairs)
+
+
+def _engine(name: str) -> Iterator[dict[str, str]]:
+    missing = [binary for binary in _BINARIES[name] if shutil.which(binary) is None]
+    if missing:
+        services.unavailable(f"scale-out engine {name!r}", f"binaries {missing}")
+    yield scaleout("start", name)
+    # Under xdist another worker may still use the engine: leave it to whoever started it.
+    if not os.environ.get("SCALEOUT_EXTERNAL") and not os.environ.get("PYTEST_XDIST_WORKER"):
+        scaleout("stop", name)
+
+
+@pytest.fixture(scope="session")
+def pg_pair() -> Iterator[dict[str, str]]:
+    """The private primary and its streaming replica."""
+    yield from _engine("pg")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[dict[str, str]]:
+    """PgBouncer in transaction mode in front of the private primary."""
+    yield from _engine("pgbouncer")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[dict[str, str]]:
+    """A 3-master + 3-replica Redis Cluster."""
+    yield from _engine("cluster")
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[dict[str, str]]:
+    """A Redis master, its replica and one Sentinel."""
+    yield from _engine("sentinel")
+
+
+@pytest.fixture
+async def pair_database(pg_pair: dict[str, str]) -> AsyncIterator[tuple[str, str]]:
+    """A fresh database on the private primary (and so on its replica): primary and replica URL."""
+    name = f"scaleout_{uuid.uuid4().hex[:10]}"
+    primary = pg_pair["SCALEOUT_PRIMARY_URL"]
+    await services._admin(primary, f'CREATE DATABASE "{name}"')
+    replica = make_url(pg_pair["SCALEOUT_REPLICA_URL"]).set(database=name)
+    try:
+        # CREATE DATABASE reaches the replica asynchronously: wait until it can be opened.
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await services._admin(replica.render_as_string(hide_password=False), "SELECT 1")
+                    break
+                except Exception:  # InvalidCatalogNameError until the CREATE is replayed
+                    await asyncio.sleep(0.05)
+        yield (
+            make_url(primary).set(database=name).render_as_string(hide_password=False),
+            replica.render_as_string(hide_password=False),
+        )
+    finally:
+        await services._admin(primary, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
