@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-scaleout
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,10 @@ $(STAMP_BENCH): pyproject.toml benchmarks/requirements.txt
 ## bench: side-by-side benchmarks against PostgreSQL and Redis (BENCH_ARGS="--quick" to smoke-test)
 bench: $(STAMP_BENCH)
 	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+## bench-scaleout: replica reads, read-your-writes waits (starts the engines it needs)
+bench-scaleout: $(STAMP_DEV)
+	$(PY) -m benchmarks.scaleout $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache

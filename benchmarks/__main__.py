@@ -79,6 +79,7 @@ def plan(backend: Backend, s: Sizes, stack: Any, walk: Any, phase: str) -> list[
     ]
     read += [
         scenarios_page.depth_cost_scenario(backend, walk, s.pages, s.reps),
+        scenarios_page.filtered_scenario(backend, s.pages, s.reps),
         scenarios_read.count_scenario(backend, s.counts, s.reps_bulk),
         # the two "< 10 %" targets need more repetitions to resolve a few per cent
         scenarios_read.soft_delete_scenario(backend, s.lists, s.reps_fine),

@@ -218,7 +218,7 @@ async def machine_info(redis_client: Any | None) -> dict[str, Any]:
     git = shutil.which("git")
     commit = None
     if git:
-        proc = subprocess.run(  # noqa: ASYNC221, S603 - instant, fixed arguments, before timing
+        proc = subprocess.run(  # noqa: ASYNC221 - instant, fixed arguments, before timing
             [git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         )
         commit = proc.stdout.strip() or None

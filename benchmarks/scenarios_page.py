@@ -218,3 +218,89 @@ def depth_cost_scenario(backend: Backend, walk: CursorWalk, calls: int, reps: in
         reference="underlay paginate @0",
         prepare=prepare,
     )
+
+
+#: The filter of the filtered-page scenario, as a client would send it in a query string.
+FILTER_QUERY = "category=cat-03&price__ge=5000&name__icontains=item"
+
+
+def filtered_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
+    """The second 50-row keyset page of a filtered query: underlay against hand-written ORM.
+
+    underlay parses the query string, checks and coerces the values, compiles the filter and
+    verifies the signed cursor on every call; the hand-written query knows its filter.
+    """
+    state: dict[str, Any] = {}
+
+    async def orm() -> None:
+        after = state["last_id"]
+        for _ in range(calls):
+            async with backend.sessionmaker() as session:
+                stmt = (
+                    select(ReadItem)
+                    .where(
+                        ReadItem.category == "cat-03",
+                        ReadItem.price >= 5000,
+                        ReadItem.name.ilike("%item%"),
+                        ReadItem.id > after,
+                    )
+                    .order_by(ReadItem.id)
+                    .limit(PAGE + 1)
+                )
+                items = (await session.scalars(stmt)).all()
+            assert items[0].id == state["first_id"]
+
+    def underlay() -> Any:
+        repo_cls = underlay_repository(ReadItem)
+        try:
+            from underlay.query import parse_query_string
+        except ImportError as exc:
+            raise UnavailableError(f"underlay.query missing ({exc})") from exc
+
+        async def run() -> None:
+            for _ in range(calls):
+                async with backend.db.session() as session:
+                    page = await repo_cls(session).paginate(
+                        filter_by=parse_query_string(FILTER_QUERY),
+                        order_by="id",
+                        limit=PAGE,
+                        after=state["cursor"],
+                    )
+                assert page.items[0].id == state["first_id"]
+
+        return run
+
+    async def prepare() -> None:
+        from underlay.query import parse_query_string
+
+        repo_cls = underlay_repository(ReadItem)
+        async with backend.db.session() as session:
+            repo = repo_cls(session)
+            first = await repo.paginate(
+                filter_by=parse_query_string(FILTER_QUERY), order_by="id", limit=PAGE
+            )
+            second = await repo.paginate(
+                filter_by=parse_query_string(FILTER_QUERY),
+                order_by="id",
+                limit=PAGE,
+                after=first.next_cursor,
+            )
+        state.update(
+            cursor=first.next_cursor, last_id=first.items[-1].id, first_id=second.items[0].id
+        )
+
+    contenders = [
+        Contender("SQLAlchemy ORM hand-written", "orm", orm),
+        guarded("underlay paginate(filter_by=query string)", "underlay", underlay),
+    ]
+    return Scenario(
+        id=f"{backend.label}.page.filtered",
+        backend=backend.label,
+        title="filtered keyset page (2nd page, 3 conditions), session per call",
+        ops=calls,
+        unit="calls",
+        reps=reps,
+        contenders=contenders,
+        reference="underlay paginate(filter_by=query string)",
+        prepare=prepare,
+    )

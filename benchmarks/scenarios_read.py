@@ -63,9 +63,7 @@ async def _raw_fetch(backend: Backend, conn: Any, sql: str, *args: Any) -> list[
         return list(await cursor.fetchall())
 
 
-def get_scenario(  # noqa: PLR0915 - one closure per contender, side by side
-    backend: Backend, calls: int, reps: int, *, one_session: bool
-) -> Scenario:
+def get_scenario(backend: Backend, calls: int, reps: int, *, one_session: bool) -> Scenario:
     """Read ``calls`` rows by primary key, in a session per call or all in one session."""
     ids = random.Random(7).sample(range(1, READ_ROWS + 1), calls)
     sql = _sql(backend, f"SELECT {COLUMNS} FROM {ReadItem.__tablename__} WHERE id = $1")

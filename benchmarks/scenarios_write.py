@@ -49,9 +49,7 @@ async def count_write_table(backend: Backend) -> int:
         return len((await conn.execute(select(WriteItem.id))).all())
 
 
-def insert_scenario(  # noqa: PLR0915 - one closure per contender, side by side
-    backend: Backend, size: int, reps: int, label: str
-) -> Scenario:
+def insert_scenario(backend: Backend, size: int, reps: int, label: str) -> Scenario:
     """Bulk insert ``size`` new rows given as dicts, committed."""
     rows = make_rows(size)
     insert_sql = f"INSERT INTO {WRITE_TABLE} ({COLS}) VALUES ({_placeholders(backend, 5)})"
@@ -283,9 +281,7 @@ async def load_update_tables(backend: Backend, count: int) -> None:
             await backend.raw.execute("COMMIT")
 
 
-def update_scenario(  # noqa: PLR0915 - one closure per contender, side by side
-    backend: Backend, calls: int, reps: int
-) -> Scenario:
+def update_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
     """Update one column of ``calls`` rows, one transaction per call, with and without a version."""
     ids = list(range(1, calls + 1))
     versions = dict.fromkeys(ids, 1)  # shared: every versioned contender moves the same rows

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
 from underlay.exceptions import ReadOnlySessionError, translate_error
+from underlay.models._lazy import RAISE_ON_LAZY_LOAD, enable_raise_on_lazy_load
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
 
@@ -202,6 +203,11 @@ class Database:
         pre_ping_idle: Seconds a pooled connection must have been idle before it is pinged.
             ``0`` pings on every checkout.
         cache: A :class:`underlay.cache.Cache` to keep coherent with this database's commits.
+        raise_on_lazy_load: No hidden IO: a lazy load in async code (a relationship or an
+            expired attribute that was not loaded) raises `LazyLoadError` at once, naming the
+            relationship and the loader option that fixes it (``selectinload(User.posts)``),
+            instead of ``MissingGreenlet`` from deep inside the driver. Models can opt in
+            alone with ``__raise_on_lazy_load__ = True``.
         pgbouncer: Make asyncpg work behind PgBouncer in transaction mode: both statement
             caches off, so every statement is an unnamed Parse/Bind/Execute that leaves no
             state on the server connection. Features that need session state refuse to run.
@@ -239,6 +245,7 @@ class Database:
         pool_pre_ping: bool = True,
         pre_ping_idle: float = 0.5,
         cache: Cache | None = None,
+        raise_on_lazy_load: bool = False,
         pgbouncer: bool = False,
         replicas: Sequence[str | URL] = (),
         replica_wait: float = 0.05,
@@ -328,6 +335,7 @@ class Database:
         )
         enable_soft_delete(self.sync_session_class)
         enable_versioning(self.sync_session_class)
+        enable_raise_on_lazy_load(self.sync_session_class)
         event.listen(self.sync_session_class, "after_commit", _on_commit)
         event.listen(self.sync_session_class, "after_rollback", _on_rollback)
         event.listen(self.sync_session_class, "before_flush", _on_flush_guard)
@@ -339,7 +347,7 @@ class Database:
             class_=DatabaseSession,
             sync_session_class=self.sync_session_class,
             expire_on_commit=False,
-            info={_DATABASE_KEY: self},
+            info={_DATABASE_KEY: self, RAISE_ON_LAZY_LOAD: raise_on_lazy_load},
         )
         if cache is not None:
             from underlay.cache._attach import attach  # noqa: PLC0415 - the cache is optional

@@ -12,6 +12,7 @@ Every error underlay raises derives from :class:`UnderlayError`::
     │   └── SerializationError               a concurrent transaction won (retry the unit of work)
     ├── ConstraintError (ValueError)         a NOT NULL or CHECK constraint rejected a value
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
+    ├── LazyLoadError (RuntimeError)         a lazy load in async code, refused (no hidden IO)
     ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
 
@@ -35,6 +36,7 @@ __all__ = [
     "DuplicateError",
     "ForeignKeyError",
     "InvalidQueryError",
+    "LazyLoadError",
     "MissingDependencyError",
     "MultipleResultsError",
     "NotFoundError",
@@ -206,6 +208,22 @@ class InvalidQueryError(UnderlayError, ValueError):
     Typical causes: a sort or filter field that the repository does not declare, a cursor
     that was not minted by underlay, or a malformed argument.
     """
+
+
+class LazyLoadError(UnderlayError, RuntimeError):
+    """Raised when async code reads a relationship or attribute that is not loaded.
+
+    Only where the no-hidden-IO mode is on (``Database(url, raise_on_lazy_load=True)`` or a
+    model with ``__raise_on_lazy_load__ = True``). The message names the attribute and the
+    loader option that loads it with the query, such as ``selectinload(User.posts)``.
+
+    Attributes:
+        attribute: ``"Model.attribute"`` (or the model's name for a column load).
+    """
+
+    def __init__(self, message: str, *, attribute: str) -> None:
+        self.attribute = attribute
+        super().__init__(message)
 
 
 class ReadOnlySessionError(UnderlayError):

@@ -82,7 +82,7 @@ class TestFilterCriteria:
         """Values become equality criteria; None becomes IS NULL."""
         criteria = filter_criteria(Author, {"name": "x", "bio": None}, ("name", "bio"))
         rendered = [str(c) for c in criteria]
-        assert rendered == ["authors.name = :name_1", "authors.bio IS NULL"]
+        assert rendered == ["authors.name = :name_1 AND authors.bio IS NULL"]
 
     @pytest.mark.parametrize(
         "filter_by",

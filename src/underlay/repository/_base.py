@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import hashlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, get_args, get_origin
 
@@ -16,10 +17,18 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from underlay.exceptions import InvalidQueryError, translate_error
 from underlay.models import SoftDeleteMixin
+from underlay.query import (
+    DEFAULT_LIMITS,
+    FilterLimits,
+    ResolvedFilter,
+    SearchMode,
+    SearchSpec,
+    check_filterable,
+    resolve_filter,
+)
 from underlay.repository._query import (
     check_fields,
     column_map,
-    filter_criteria,
     mapper_of,
     values_dict,
 )
@@ -44,6 +53,15 @@ class RepositoryBase(Generic[ModelT]):
     model: type[ModelT]
     sortable_fields: ClassVar[tuple[str, ...]] = ()
     filterable_fields: ClassVar[tuple[str, ...]] = ()
+    filter_operators: ClassVar[Mapping[str, Collection[str]]] = {}
+    filter_limits: ClassVar[FilterLimits] = DEFAULT_LIMITS
+    loader_options: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    search_fields: ClassVar[tuple[str, ...]] = ()
+    search_mode: ClassVar[SearchMode] = "ilike"
+    search_config: ClassVar[str] = "simple"
+    search_vector: ClassVar[str | None] = None
+    search_fts_table: ClassVar[str | None] = None
+    _search_spec: ClassVar[SearchSpec | None] = None
     max_page_size: ClassVar[int] = 1000
     cursor_secret: ClassVar[str | bytes | None] = None
 
@@ -72,7 +90,19 @@ class RepositoryBase(Generic[ModelT]):
         if not cls._checked:
             # validated at first use, when every related mapper can be configured
             check_fields(cls.model, cls.sortable_fields, kind="sortable")
-            check_fields(cls.model, cls.filterable_fields, kind="filterable")
+            check_filterable(cls.model, cls.filterable_fields, cls.filter_operators)
+            cls._search_spec = (
+                SearchSpec(
+                    cls.model,
+                    tuple(cls.search_fields),
+                    mode=cls.search_mode,
+                    config=cls.search_config,
+                    vector=cls.search_vector,
+                    fts_table=cls.search_fts_table,
+                )
+                if cls.search_fields
+                else None
+            )
             cls._checked = True
         self.session = session
         self.scope: tuple[ColumnElement[bool], ...] = tuple(where)
@@ -120,12 +150,59 @@ class RepositoryBase(Generic[ModelT]):
                 raise
             raise error from exc
 
-    def _criteria(self, where: Sequence[Any], filter_by: Mapping[str, Any] | None) -> list[Any]:
-        return [
-            *self.scope,
-            *filter_criteria(self.model, filter_by, self.filterable_fields),
-            *where,
-        ]
+    def _resolve(self, filter_by: Any) -> ResolvedFilter:
+        if isinstance(filter_by, ResolvedFilter):
+            return filter_by
+        return resolve_filter(
+            self.model,
+            filter_by,
+            fields=self.filterable_fields,
+            operators=self.filter_operators,
+            limits=self.filter_limits,
+        )
+
+    def _search(self, text: Any) -> tuple[Any, Any] | None:
+        """Return (criterion, rank order) for search text, or ``None`` when there is none."""
+        if text is None:
+            return None
+        spec = type(self)._search_spec
+        if spec is None:
+            raise InvalidQueryError(
+                f"{type(self).__name__} declares no search_fields; it cannot search."
+            )
+        return spec.compile(text, dialect=self._dialect.name, limits=self.filter_limits)
+
+    def _criteria(
+        self,
+        where: Sequence[Any],
+        filter_by: Any,
+        *,
+        include_deleted: bool = False,
+        search: Any = None,
+    ) -> list[Any]:
+        resolved = self._resolve(filter_by)
+        criteria = [*self.scope]
+        if not resolved.empty:
+            criterion = resolved.criterion(
+                include_deleted=include_deleted, dialect=self._dialect.name
+            )
+            if criterion is not None:
+                criteria.append(criterion)
+        found = self._search(search)
+        if found is not None:
+            criteria.append(found[0])
+        return [*criteria, *where]
+
+    @staticmethod
+    def _fingerprint(resolved: ResolvedFilter, search: Any) -> str:
+        if search is None:
+            return resolved.fingerprint
+        digest = hashlib.sha256(str(search).encode("utf-8", "replace")).hexdigest()[:16]
+        return f"{resolved.fingerprint}|{digest}"
+
+    def _options(self, method: str, options: Sequence[Any]) -> Sequence[Any]:
+        defaults = self.loader_options.get(method) or self.loader_options.get("*")
+        return [*defaults, *options] if defaults else options
 
     # -- entity input ---------------------------------------------------------------------
 

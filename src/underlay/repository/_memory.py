@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic
 
@@ -15,6 +15,14 @@ from underlay.exceptions import (
     StaleVersionError,
 )
 from underlay.models import SoftDeleteMixin, TimestampMixin, VersionedMixin
+from underlay.query import (
+    DEFAULT_LIMITS,
+    FilterInput,
+    FilterLimits,
+    SearchSpec,
+    check_filterable,
+    resolve_filter,
+)
 from underlay.repository._query import column_map, mapper_of, values_dict
 from underlay.typing import ModelT
 
@@ -35,9 +43,18 @@ class InMemoryRepository(Generic[ModelT]):
     string form (``"-created_at,name"``). Nothing is copied: entities are shared, like a
     session's identity map.
 
+    ``filter_by`` takes the same filters as the SQL repository and means the same thing
+    (see `underlay.query`); use `for_repository` to take the declared fields of a
+    repository class.
+
     Args:
         model: The mapped class stored.
         entities: Entities to start with.
+        filterable_fields: Fields ``filter_by`` may name; ``None`` allows every column.
+        filter_operators: Per-field allowed operators, as on ``SQLAlchemyRepository``.
+        filter_limits: The bounds filters must keep.
+        search_fields: Fields ``search=`` looks in (always with the ILIKE meaning: every
+            word appears in some field, case-insensitively).
 
     Example:
         >>> import asyncio
@@ -54,14 +71,49 @@ class InMemoryRepository(Generic[ModelT]):
         (1, 1)
     """
 
-    def __init__(self, model: type[ModelT], entities: Iterable[ModelT] = ()) -> None:
+    def __init__(
+        self,
+        model: type[ModelT],
+        entities: Iterable[ModelT] = (),
+        *,
+        filterable_fields: Sequence[str] | None = None,
+        filter_operators: Mapping[str, Collection[str]] | None = None,
+        filter_limits: FilterLimits = DEFAULT_LIMITS,
+        search_fields: Sequence[str] = (),
+    ) -> None:
         self.model = model
         self._columns = column_map(model)
+        self.filterable_fields = tuple(
+            self._columns if filterable_fields is None else filterable_fields
+        )
+        self.filter_operators = dict(filter_operators or {})
+        self.filter_limits = filter_limits
+        check_filterable(model, self.filterable_fields, self.filter_operators)
+        self._search_spec = SearchSpec(model, tuple(search_fields)) if search_fields else None
         keys = {id(column): name for name, column in self._columns.items()}
         self._pk = [keys[id(column)] for column in mapper_of(model).primary_key]
         self._rows: dict[Any, ModelT] = {}
         for entity in entities:
             self._store(entity)
+
+    @classmethod
+    def for_repository(
+        cls, repository: type[Any], entities: Iterable[ModelT] = ()
+    ) -> InMemoryRepository[ModelT]:
+        """Return a double with the model and filter declarations of a repository class.
+
+        Example::
+
+            users = InMemoryRepository.for_repository(UserRepository, [User(email="a@x")])
+        """
+        return cls(
+            repository.model,
+            entities,
+            filterable_fields=repository.filterable_fields,
+            filter_operators=repository.filter_operators,
+            filter_limits=repository.filter_limits,
+            search_fields=repository.search_fields,
+        )
 
     def __repr__(self) -> str:
         return f"InMemoryRepository({self.model.__name__}, {len(self._rows)} entities)"
@@ -115,11 +167,33 @@ class InMemoryRepository(Generic[ModelT]):
         if isinstance(entity, VersionedMixin):
             entity.version += 1
 
-    def _select(self, where: tuple[Predicate, ...], include_deleted: bool) -> list[ModelT]:
+    def _select(
+        self,
+        where: tuple[Predicate, ...],
+        include_deleted: bool,
+        filter_by: FilterInput = None,
+        search: str | None = None,
+    ) -> list[ModelT]:
+        searched: Predicate = lambda _entity: True  # noqa: E731 - a default predicate
+        if search is not None:
+            if self._search_spec is None:
+                raise InvalidQueryError("This repository has no search_fields.")
+            searched = self._search_spec.predicate(search, self.filter_limits)
+        resolved = resolve_filter(
+            self.model,
+            filter_by,
+            fields=self.filterable_fields,
+            operators=self.filter_operators,
+            limits=self.filter_limits,
+        )
+        matches = resolved.predicate(include_deleted=include_deleted)
         return [
             entity
             for entity in self._rows.values()
-            if self._live(entity, include_deleted) and all(check(entity) for check in where)
+            if self._live(entity, include_deleted)
+            and matches(entity)
+            and searched(entity)
+            and all(check(entity) for check in where)
         ]
 
     def _sorted(self, entities: list[ModelT], order_by: str | None) -> list[ModelT]:
@@ -150,9 +224,11 @@ class InMemoryRepository(Generic[ModelT]):
             raise NotFoundError(model=self.model, id=id)
         return entity
 
-    async def one_or_none(self, *where: Predicate, include_deleted: bool = False) -> ModelT | None:
+    async def one_or_none(
+        self, *where: Predicate, include_deleted: bool = False, filter_by: FilterInput = None
+    ) -> ModelT | None:
         """Return the one entity matching the predicates; raise if several match."""
-        found = self._select(where, include_deleted)
+        found = self._select(where, include_deleted, filter_by)
         if len(found) > 1:
             raise MultipleResultsError(model=self.model)
         return found[0] if found else None
@@ -164,19 +240,29 @@ class InMemoryRepository(Generic[ModelT]):
         limit: int | None = None,
         offset: int | None = None,
         include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> list[ModelT]:
         """Return the entities matching every predicate, optionally sorted and sliced."""
-        found = self._sorted(self._select(where, include_deleted), order_by)
+        found = self._sorted(self._select(where, include_deleted, filter_by, search), order_by)
         start = offset or 0
         return found[start : None if limit is None else start + limit]
 
-    async def count(self, *where: Predicate, include_deleted: bool = False) -> int:
+    async def count(
+        self,
+        *where: Predicate,
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        search: str | None = None,
+    ) -> int:
         """Return how many entities match the predicates."""
-        return len(self._select(where, include_deleted))
+        return len(self._select(where, include_deleted, filter_by, search))
 
-    async def exists(self, *where: Predicate, include_deleted: bool = False) -> bool:
+    async def exists(
+        self, *where: Predicate, include_deleted: bool = False, filter_by: FilterInput = None
+    ) -> bool:
         """Return whether any entity matches the predicates."""
-        return bool(self._select(where, include_deleted))
+        return bool(self._select(where, include_deleted, filter_by))
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -244,11 +330,11 @@ class InMemoryRepository(Generic[ModelT]):
         self._touch(entity, datetime.now(UTC))
         return entity
 
-    async def delete_where(self, *where: Predicate) -> int:
-        """Delete every live entity matching the predicates; return how many."""
-        if not where:
+    async def delete_where(self, *where: Predicate, filter_by: FilterInput = None) -> int:
+        """Delete every live entity matching the predicates and filter; return how many."""
+        if not where and not filter_by:
             raise InvalidQueryError("delete_where() needs criteria; pass lambda _: True.")
-        found = self._select(where, include_deleted=False)
+        found = self._select(where, include_deleted=False, filter_by=filter_by)
         for entity in found:
             await self.delete(entity)
         return len(found)

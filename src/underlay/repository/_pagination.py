@@ -211,10 +211,24 @@ def _decode_value(value: Any) -> Any:
     return value
 
 
-def encode_cursor(secret: bytes, *, table: str, spec: Sequence[str], values: Sequence[Any]) -> str:
-    """Mint a signed cursor for the row with sort ``values`` under sort ``spec``."""
+def encode_cursor(
+    secret: bytes,
+    *,
+    table: str,
+    spec: Sequence[str],
+    values: Sequence[Any],
+    filters: str = "",
+) -> str:
+    """Mint a signed cursor for the row with sort ``values`` under sort ``spec``.
+
+    ``filters`` identifies the caller's filter (a fingerprint); a cursor only verifies for
+    the same one.
+    """
+    body: dict[str, Any] = {"t": table, "k": list(spec), "v": [_encode_value(v) for v in values]}
+    if filters:
+        body["f"] = filters
     payload = json.dumps(
-        {"t": table, "k": list(spec), "v": [_encode_value(v) for v in values]},
+        body,
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
@@ -222,16 +236,18 @@ def encode_cursor(secret: bytes, *, table: str, spec: Sequence[str], values: Seq
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
-def decode_cursor(secret: bytes, cursor: str, *, table: str, spec: Sequence[str]) -> list[Any]:
+def decode_cursor(
+    secret: bytes, cursor: str, *, table: str, spec: Sequence[str], filters: str = ""
+) -> list[Any]:
     """Verify ``cursor`` and return its sort values.
 
     Raises:
         InvalidQueryError: The cursor is malformed, was not signed with ``secret``, or was
-            minted for another table or sort order.
+            minted for another table, sort order or filter.
     """
     invalid = InvalidQueryError(
         "Invalid pagination cursor: pass back a next_cursor exactly as it was returned, "
-        "with the same order_by."
+        "with the same order_by and filters."
     )
     if not isinstance(cursor, str) or len(cursor) > 8192 or cursor.count(".") != 1:
         raise invalid
@@ -245,7 +261,12 @@ def decode_cursor(secret: bytes, cursor: str, *, table: str, spec: Sequence[str]
         raise invalid
     try:
         data = json.loads(payload)
-        matches = data["t"] == table and data["k"] == list(spec) and len(data["v"]) == len(spec)
+        matches = (
+            data["t"] == table
+            and data["k"] == list(spec)
+            and data.get("f", "") == filters
+            and len(data["v"]) == len(spec)
+        )
         values = [_decode_value(v) for v in data["v"]] if matches else None
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise invalid from exc

@@ -1,4 +1,4 @@
-"""Turn caller input into SQL safely: sort specifications, equality filters, write values.
+"""Turn caller input into SQL safely: sort specifications, filters, write values.
 
 Everything here validates against the mapped columns of the model and the fields a
 repository declares, and raises :class:`~underlay.InvalidQueryError` before any SQL exists.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from underlay.exceptions import InvalidQueryError
+from underlay.query import DEFAULT_LIMITS, FilterLimits, resolve_filter
 
 __all__ = [
     "SortKey",
@@ -174,42 +175,26 @@ def parse_order_by(model: type[Any], order_by: Any, allowed: Sequence[str]) -> l
 
 
 def filter_criteria(
-    model: type[Any], filter_by: Mapping[str, Any] | None, allowed: Sequence[str]
+    model: type[Any],
+    filter_by: Any,
+    allowed: Sequence[str],
+    *,
+    operators: Mapping[str, Collection[str]] | None = None,
+    limits: FilterLimits = DEFAULT_LIMITS,
+    include_deleted: bool = False,
+    dialect: str = "default",
 ) -> list[ColumnElement[bool]]:
-    """Turn caller-supplied ``{field: value}`` equality filters into WHERE criteria.
+    """Turn a caller-supplied ``filter_by`` into WHERE criteria (see `underlay.query`).
 
-    ``None`` matches NULL. Only ``allowed`` fields are accepted.
+    Only ``allowed`` fields are accepted; values are coerced to the column types.
 
     Raises:
-        InvalidQueryError: A key is not a declared filterable column.
+        InvalidQueryError: An undeclared field, a refused operator, a bad value or a
+            broken bound.
     """
-    if not filter_by:
-        return []
-    if not isinstance(filter_by, Mapping):
-        raise InvalidQueryError(f"filter_by must be a mapping, not {type(filter_by).__name__}.")
-    columns = column_map(model)
-    criteria: list[ColumnElement[bool]] = []
-    for name, value in filter_by.items():
-        if (
-            not isinstance(name, str)
-            or not _FIELD.fullmatch(name)
-            or name.startswith("__")
-            or name not in allowed
-            or name not in columns
-        ):
-            raise InvalidQueryError(
-                f"Cannot filter {model.__name__} by {_show(name)}; "
-                f"filterable fields: {', '.join(allowed) or 'none'}."
-            )
-        if isinstance(value, BaseModel | Mapping) or (
-            isinstance(value, Iterable) and not isinstance(value, str | bytes)
-        ):
-            raise InvalidQueryError(
-                f"Filter value for {name!r} must be a single value, not {type(value).__name__}."
-            )
-        column = columns[name]
-        criteria.append(column.is_(None) if value is None else column == value)
-    return criteria
+    resolved = resolve_filter(model, filter_by, fields=allowed, operators=operators, limits=limits)
+    criterion = resolved.criterion(include_deleted=include_deleted, dialect=dialect)
+    return [] if criterion is None else [criterion]
 
 
 def values_dict(model: type[Any], values: Mapping[str, Any] | BaseModel) -> dict[str, Any]:

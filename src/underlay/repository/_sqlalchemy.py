@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
@@ -13,6 +13,7 @@ from underlay.exceptions import (
     NotFoundError,
 )
 from underlay.models import SoftDeleteMixin
+from underlay.query import FilterInput
 from underlay.repository import _pagination as pagination
 from underlay.repository._query import (
     SortKey,
@@ -83,7 +84,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         offset: int | None = None,
         options: Sequence[Any] = (),
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> Select[ModelT]:
         """Build the SELECT that :meth:`list_all` sends for the same arguments.
 
@@ -98,7 +100,9 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             offset: Rows to skip.
             options: Loader options such as ``selectinload(User.posts)``.
             include_deleted: Also return soft-deleted rows.
-            filter_by: Caller-supplied equality filters on declared fields.
+            filter_by: A caller-supplied filter on declared fields: the mapping form
+                (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             The ``Select``.
@@ -107,7 +111,9 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             InvalidQueryError: A caller string names an undeclared field, or ``limit`` /
                 ``offset`` is negative.
         """
-        statement = select(self.model).where(*self._criteria(where, filter_by))
+        statement = select(self.model).where(
+            *self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
+        )
         keys = parse_order_by(self.model, order_by, self.sortable_fields)
         if keys:
             statement = statement.order_by(*(key.clause for key in keys))
@@ -129,12 +135,12 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         self,
         *where: Any,
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> Select[int]:
         """Build the ``SELECT count(*)`` that :meth:`count` sends for the same arguments."""
-        statement = (
-            select(func.count()).select_from(self.model).where(*self._criteria(where, filter_by))
-        )
+        criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
+        statement = select(func.count()).select_from(self.model).where(*criteria)
         if include_deleted:
             statement = statement.execution_options(include_deleted=True)
         return statement
@@ -163,6 +169,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         Returns:
             The entity or ``None``.
         """
+        options = self._options("get", options)
         with self._translated(id):
             if self.scope:
                 statement = self.select_statement(
@@ -214,7 +221,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         *where: Any,
         options: Sequence[Any] = (),
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
     ) -> ModelT | None:
         """Return the one entity matching the criteria, or ``None``.
 
@@ -224,7 +231,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         statement = self.select_statement(
             *where,
             limit=2,
-            options=options,
+            options=self._options("one_or_none", options),
             include_deleted=include_deleted,
             filter_by=filter_by,
         )
@@ -242,7 +249,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         offset: int | None = None,
         options: Sequence[Any] = (),
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> list[ModelT]:
         """Return the entities matching the criteria; arguments as :meth:`select_statement`."""
         statement = self.select_statement(
@@ -250,9 +258,10 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             order_by=order_by,
             limit=limit,
             offset=offset,
-            options=options,
+            options=self._options("list_all", options),
             include_deleted=include_deleted,
             filter_by=filter_by,
+            search=search,
         )
         with self._translated():
             return list((await self.session.execute(statement)).unique().scalars().all())
@@ -261,11 +270,12 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         self,
         *where: Any,
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> int:
         """Return how many rows match the criteria."""
         statement = self.count_statement(
-            *where, include_deleted=include_deleted, filter_by=filter_by
+            *where, include_deleted=include_deleted, filter_by=filter_by, search=search
         )
         with self._translated():
             return int((await self.session.execute(statement)).scalar_one())
@@ -274,16 +284,71 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         self,
         *where: Any,
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> bool:
         """Return whether any row matches the criteria (reads at most one key)."""
         key = next(iter(self._mapper.primary_key))
-        statement = select(key).where(*self._criteria(where, filter_by)).limit(1)
+        criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
+        statement = select(key).where(*criteria).limit(1)
         statement = statement.select_from(self.model)
         if include_deleted:
             statement = statement.execution_options(include_deleted=True)
         with self._translated():
             return (await self.session.execute(statement)).first() is not None
+
+    async def search(
+        self,
+        text: str,
+        *where: Any,
+        limit: int = 50,
+        offset: int | None = None,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+    ) -> list[ModelT]:
+        """Return the entities matching ``text`` in ``search_fields``, best match first.
+
+        The repository declares how it searches: ``search_mode = "ilike"`` (the default:
+        every word must appear in one of the fields, case-insensitively, taken literally;
+        ranked by how many fields and words match) or ``"fulltext"``: PostgreSQL matches
+        ``websearch_to_tsquery(search_config, text)`` against ``search_vector`` (a
+        ``tsvector`` column) or a vector computed from the fields, ranked by ``ts_rank``;
+        SQLite matches the words in the FTS5 table ``search_fts_table`` (default
+        ``<table>_fts``, ``rowid`` = the primary key), ranked by its ``rank``. Ties keep
+        primary-key order.
+
+        Args:
+            text: The caller's search text.
+            *where: SQLAlchemy criteria.
+            limit: The most rows to return, 1 to ``max_page_size``.
+            offset: Rows to skip.
+            options: Loader options.
+            include_deleted: Also return soft-deleted rows.
+            filter_by: A caller-supplied filter, as for `list_all`.
+
+        Returns:
+            The matching entities, ranked; none for text without words.
+
+        Raises:
+            InvalidQueryError: No ``search_fields`` declared, or bad text or arguments.
+        """
+        self._check_size(limit, "limit")
+        found = self._search(text)
+        if found is None:
+            return []
+        statement = self.select_statement(
+            *where,
+            found[0],
+            order_by=[found[1], *self._mapper.primary_key],
+            limit=limit,
+            offset=offset,
+            options=self._options("search", options),
+            include_deleted=include_deleted,
+            filter_by=filter_by,
+        )
+        with self._translated():
+            return list((await self.session.execute(statement)).unique().scalars().all())
 
     # -- pagination -----------------------------------------------------------------------
 
@@ -322,7 +387,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         after: str | None = None,
         options: Sequence[Any] = (),
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> pagination.CursorPage[ModelT]:
         """Return one page of a keyset (cursor) pagination.
 
@@ -339,7 +405,9 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             after: ``next_cursor`` of the previous page; ``None`` for the first page.
             options: Loader options.
             include_deleted: Also return soft-deleted rows.
-            filter_by: Caller-supplied equality filters on declared fields.
+            filter_by: A caller-supplied filter on declared fields: the mapping form
+                (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             A :class:`CursorPage`.
@@ -349,21 +417,25 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 was tampered with, minted elsewhere, or for another ``order_by``.
         """
         self._check_size(limit, "limit")
+        resolved = self._resolve(filter_by)
         keys = self._keyset_keys(order_by)
         spec = [key.spec for key in keys]
         secret = pagination.resolve_secret(self.cursor_secret)
         table = self._mapper.local_table.fullname  # type: ignore[attr-defined]  # a Table
         criteria = list(where)
         if after is not None:
-            values = pagination.decode_cursor(secret, after, table=table, spec=spec)
+            values = pagination.decode_cursor(
+                secret, after, table=table, spec=spec, filters=self._fingerprint(resolved, search)
+            )
             criteria.append(pagination.keyset_predicate(keys, values))
         statement = self.select_statement(
             *criteria,
             order_by=[key.clause for key in keys],
             limit=limit + 1,
-            options=options,
+            options=self._options("paginate", options),
             include_deleted=include_deleted,
-            filter_by=filter_by,
+            filter_by=resolved,  # type: ignore[arg-type]  # resolved once, reused
+            search=search,
         )
         with self._translated():
             rows = list((await self.session.execute(statement)).unique().scalars().all())
@@ -377,6 +449,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 table=table,
                 spec=spec,
                 values=[getattr(last, key.name or "") for key in keys],
+                filters=self._fingerprint(resolved, search),
             )
         return pagination.CursorPage(items=items, next_cursor=cursor, has_more=has_more)
 
@@ -389,7 +462,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         count: Literal["exact", "none"] = "exact",
         options: Sequence[Any] = (),
         include_deleted: bool = False,
-        filter_by: Mapping[str, Any] | None = None,
+        filter_by: FilterInput = None,
+        search: str | None = None,
     ) -> pagination.Page[ModelT]:
         """Return page ``number`` of ``size`` rows (offset pagination).
 
@@ -406,7 +480,9 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 it (``total`` is ``None``).
             options: Loader options.
             include_deleted: Also return soft-deleted rows.
-            filter_by: Caller-supplied equality filters on declared fields.
+            filter_by: A caller-supplied filter on declared fields: the mapping form
+                (``{"rank__ge": 3}``) or a tree from `underlay.query`.
+            search: Text to find in the declared ``search_fields`` (see `search`).
 
         Returns:
             A :class:`Page`.
@@ -421,16 +497,22 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             raise InvalidQueryError(f"count must be 'exact' or 'none', got {count!r}.")
         if order_by is None:
             order_by = list(self._mapper.primary_key)
-        items = await self.list_all(
+        resolved: Any = self._resolve(filter_by)
+        statement = self.select_statement(
             *where,
             order_by=order_by,
             limit=size,
             offset=(number - 1) * size,
-            options=options,
+            options=self._options("page", options),
             include_deleted=include_deleted,
-            filter_by=filter_by,
+            filter_by=resolved,
+            search=search,
         )
+        with self._translated():
+            items = list((await self.session.execute(statement)).unique().scalars().all())
         total = None
         if count == "exact":
-            total = await self.count(*where, include_deleted=include_deleted, filter_by=filter_by)
+            total = await self.count(
+                *where, include_deleted=include_deleted, filter_by=resolved, search=search
+            )
         return pagination.Page(items=items, total=total, number=number, size=size)

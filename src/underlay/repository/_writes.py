@@ -14,6 +14,7 @@ from underlay.database import record_write
 from underlay.exceptions import InvalidQueryError, NotFoundError, StaleVersionError
 from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
+from underlay.query import FilterInput
 from underlay.repository._base import RepositoryBase
 from underlay.repository._bulk import RowReader, group_rows
 from underlay.repository._copy import (
@@ -448,24 +449,26 @@ class WriteMethods(RepositoryBase[ModelT]):
             raise NotFoundError(model=self.model, id=id)
         return entity
 
-    async def delete_where(self, *where: Any) -> int:
+    async def delete_where(self, *where: Any, filter_by: FilterInput = None) -> int:
         """Delete every row matching the criteria in one statement; return the count.
 
         Soft for ``SoftDeleteMixin`` models (rows already deleted are not touched), hard
         otherwise. Entities of affected rows already in the session are kept in step.
 
         Args:
-            *where: SQLAlchemy criteria; at least one (pass ``sqlalchemy.true()`` to mean
-                every row).
+            *where: SQLAlchemy criteria (pass ``sqlalchemy.true()`` to mean every row).
+            filter_by: A caller-supplied filter on declared fields, as for ``list_all``.
+                ``where`` and ``filter_by`` together must not be empty.
 
         Raises:
-            InvalidQueryError: No criteria were given.
+            InvalidQueryError: No criteria were given, or the filter is refused.
         """
-        if not where:
+        resolved = self._resolve(filter_by)
+        if not where and resolved.empty:
             raise InvalidQueryError(
                 "delete_where() needs criteria; pass sqlalchemy.true() to delete every row."
             )
-        criteria = [*self.scope, *where]
+        criteria = self._criteria(where, resolved)
         with self._translated(None):
             if not self._soft:
                 result = await self.session.execute(

@@ -8,6 +8,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from underlay.models._lazy import lazy_load_name
 
 __all__ = ["QueryCounter", "assert_max_queries", "count_queries"]
 
@@ -23,10 +26,13 @@ class QueryCounter:
 
     Attributes:
         statements: The SQL text of each statement, in order (batched executemany counts once).
+        lazy_loads: ``"Model.relationship"`` for each lazy load a session started, in order
+            (each one is a query that a loader option could have folded into another).
     """
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.lazy_loads: list[str] = []
         self._lock = threading.Lock()
 
     @property
@@ -46,6 +52,12 @@ class QueryCounter:
         if not _BOOKKEEPING.match(statement):
             with self._lock:
                 self.statements.append(statement)
+
+    def _record_orm(self, state: ORMExecuteState) -> None:
+        name = lazy_load_name(state)
+        if name is not None:
+            with self._lock:
+                self.lazy_loads.append(name)
 
 
 class count_queries:  # noqa: N801 - used like a function, as a context manager
@@ -69,10 +81,12 @@ class count_queries:  # noqa: N801 - used like a function, as a context manager
 
     def __enter__(self) -> QueryCounter:
         event.listen(Engine, "before_cursor_execute", self.counter._record)
+        event.listen(Session, "do_orm_execute", self.counter._record_orm)
         return self.counter
 
     def __exit__(self, *exc_info: object) -> None:
         event.remove(Engine, "before_cursor_execute", self.counter._record)
+        event.remove(Session, "do_orm_execute", self.counter._record_orm)
 
     async def __aenter__(self) -> QueryCounter:
         return self.__enter__()
@@ -83,6 +97,9 @@ class count_queries:  # noqa: N801 - used like a function, as a context manager
 
 class assert_max_queries(count_queries):  # noqa: N801 - used like a function
     """Fail with an ``AssertionError`` listing the statements if the block sends too many.
+
+    The message also names the relationships that were lazy-loaded in the block (the usual
+    cause of an N+1), with the loader option to use instead.
 
     Use it with ``with`` or ``async with``. The check runs when the block exits without an
     exception of its own.
@@ -110,6 +127,13 @@ class assert_max_queries(count_queries):  # noqa: N801 - used like a function
         counter = self.counter
         if exc_info[0] is None and counter.count > self.limit:
             listing = "\n".join(f"  {i}. {sql}" for i, sql in enumerate(counter.statements, 1))
+            lazy = ""
+            if counter.lazy_loads:
+                seen = {name: counter.lazy_loads.count(name) for name in counter.lazy_loads}
+                lazy = "\nlazy loads (load them with the query, e.g. selectinload): " + ", ".join(
+                    f"{name} x{times}" for name, times in seen.items()
+                )
             raise AssertionError(
                 f"expected at most {self.limit} queries, {counter.count} were sent:\n{listing}"
+                + lazy
             )
