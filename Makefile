@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-scaleout
+.PHONY: demo test check lint typecheck pytest docs docs-check matrix bench clean test-pgbouncer bench-scaleout
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ docs:
 ## docs-check: build the site and check it in headless Chromium (roles, links, reference, width)
 docs-check: docs
 	UNDERLAY_DOCS_SITE=$(abspath build/site) $(VENV)/bin/pytest tests/docs_site -q -p no:cacheprovider
+
+## matrix: the suite on other Python / SQLAlchemy pairs, each in its own venv (.ci/matrix says which)
+MATRIX_LEGS ?= py3.13-sa2.0
+matrix:
+	bash .ci/matrix $(MATRIX_LEGS)
 
 BENCH_VENV ?= .venv-bench
 STAMP_BENCH := $(BENCH_VENV)/.installed-bench

@@ -82,6 +82,8 @@ _EXTERNAL = (
     "os",
     "json",
     "sqlite3",
+    "httpx",
+    "annotated_types",
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..*)?"),
@@ -98,6 +100,8 @@ nitpick_ignore_regex = [
     # Private names (a leading underscore) and type variables are not documented by design.
     (r"py:.*", r"(.*\.)?_\w+"),
     (r"py:.*", r"(.*\.)?_?([A-Z]|[A-Z]\w*T)"),
+    # underlay.sync: the router type, and pydantic field metadata rendered in signatures.
+    (r"py:.*", r"(APIRouter|dict\[str|underlay\.sync\._\w+\.TableSpec)"),
     # Returned by `retry_on_conflict`, never imported by users: described on its page.
     (r"py:class", r"(underlay\._retry\.)?(ConflictRetry|RetryAttempt)"),
 ]

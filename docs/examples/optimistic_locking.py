@@ -17,11 +17,12 @@ from underlay import (
     VersionedMixin,
     retry_on_conflict,
 )
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Account(VersionedMixin, Model):

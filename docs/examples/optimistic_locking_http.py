@@ -1,33 +1,25 @@
 """HTTP conditional updates: the version is the ETag, If-Match is the expected version."""
 
-from __future__ import annotations
-
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Response
 from pydantic import BaseModel
 from sqlalchemy import MetaData, String
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from underlay import (
-    Base,
-    Database,
-    NotFoundError,
-    SQLAlchemyRepository,
-    StaleVersionError,
-    VersionedMixin,
-)
+from underlay import Base, Database, SQLAlchemyRepository, VersionedMixin
+from underlay.fastapi import etag, install, require_if_match, session_dependency
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Article(VersionedMixin, Model):
@@ -45,39 +37,15 @@ class ArticlePatch(BaseModel):
     title: str | None = None
 
 
-def etag(article: Article) -> str:
-    return f'"{article.version}"'
-
-
-def expected_version(if_match: str | None) -> int:
-    """Parse If-Match into the version the client holds; refuse unconditional writes."""
-    if if_match is None:
-        raise HTTPException(428, "send If-Match with the ETag you read")
-    try:
-        return int(if_match.removeprefix("W/").strip('"'))
-    except ValueError:
-        raise HTTPException(412, "If-Match does not name a version of this resource") from None
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed when the handler returns, rolled back if it raises."""
-    db: Database = request.app.state.db
-    async for session in db.get_session():
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-
-
 def create_app(db: Database) -> FastAPI:
+    # Commits when the handler returns, before the response is sent.
+    SessionDep = Annotated[AsyncSession, session_dependency(db)]  # noqa: N806 - an alias
     app = FastAPI()
-    app.state.db = db
+    install(app)  # NotFoundError -> 404, StaleVersionError -> 412 (with If-Match), ...
 
     @app.get("/articles/{id}")
     async def read(id: int, response: Response, session: SessionDep) -> dict[str, object]:
-        article = await ArticleRepository(session).get(id)
-        if article is None:
-            raise HTTPException(404)
+        article = await ArticleRepository(session).get_one(id)
         response.headers["ETag"] = etag(article)
         return {"id": article.id, "title": article.title}
 
@@ -87,16 +55,10 @@ def create_app(db: Database) -> FastAPI:
         body: ArticlePatch,
         response: Response,
         session: SessionDep,
-        if_match: Annotated[str | None, Header()] = None,
+        version: Annotated[int, Depends(require_if_match)],  # no If-Match -> 428
     ) -> dict[str, object]:
-        version = expected_version(if_match)
-        try:
-            article = await ArticleRepository(session).update(id, body, expected_version=version)
-        except StaleVersionError:
-            # Someone else changed it since the client read it: nothing was written.
-            raise HTTPException(412, "the article changed; GET it again") from None
-        except NotFoundError:
-            raise HTTPException(404) from None
+        # A stale version raises StaleVersionError: nothing is written, the client gets 412.
+        article = await ArticleRepository(session).update(id, body, expected_version=version)
         response.headers["ETag"] = etag(article)
         return {"id": article.id, "title": article.title}
 
@@ -114,7 +76,7 @@ async def main() -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://cms") as client:
                 alice = await client.get("/articles/1")
                 bob = await client.get("/articles/1")
-                assert alice.headers["ETag"] == bob.headers["ETag"] == '"1"'
+                assert alice.headers["ETag"] == bob.headers["ETag"] == 'W/"1"'
 
                 saved = await client.patch(
                     "/articles/1",
@@ -122,7 +84,7 @@ async def main() -> None:
                     headers={"If-Match": alice.headers["ETag"]},
                 )
                 assert saved.status_code == 200
-                assert saved.headers["ETag"] == '"2"'
+                assert saved.headers["ETag"] == 'W/"2"'
 
                 # Bob still holds ETag "1": his write is refused instead of undoing Alice's.
                 lost = await client.patch(

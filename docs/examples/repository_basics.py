@@ -21,12 +21,13 @@ from underlay import (
     to_schema,
     to_schemas,
 )
+from underlay.models import NAMING_CONVENTION
 from underlay.testing import assert_max_queries
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class User(TimestampMixin, Model):

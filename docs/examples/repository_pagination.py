@@ -10,12 +10,13 @@ from sqlalchemy import MetaData, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from underlay import Base, Database, InvalidQueryError, SQLAlchemyRepository, TimestampMixin
+from underlay.models import NAMING_CONVENTION
 from underlay.repository import set_cursor_secret
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Article(TimestampMixin, Model):

@@ -20,11 +20,12 @@ from underlay import (
     TimestampMixin,
     VersionedMixin,
 )
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Product(TimestampMixin, SoftDeleteMixin, VersionedMixin, Model):

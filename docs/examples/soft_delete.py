@@ -17,11 +17,12 @@ from underlay import (
     SQLAlchemyRepository,
     live_unique_index,
 )
+from underlay.models import NAMING_CONVENTION
 
 
 class Model(Base):
     __abstract__ = True
-    metadata = MetaData()
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Customer(SoftDeleteMixin, Model):

@@ -13,6 +13,7 @@ __all__ = ["require"]
 DRIVER_EXTRAS: dict[str, tuple[str, str]] = {
     "asyncpg": ("asyncpg", "postgres"),
     "aiosqlite": ("aiosqlite", "sqlite"),
+    "aiomysql": ("aiomysql", "mysql"),
 }
 
 

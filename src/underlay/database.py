@@ -474,16 +474,19 @@ class Database:
         self._router.note_commit(parse_lsn(value))
 
     async def get_session(self) -> AsyncIterator[DatabaseSession]:
-        """Yield a session per request: a FastAPI-style dependency.
+        """Yield a session that commits when the generator is closed.
 
-        Example::
-
-            @app.get("/users/{id}")
-            async def read(id: int, session: AsyncSession = Depends(db.get_session)): ...
+        Warning:
+            Do not use this as a FastAPI dependency (``Depends(db.get_session)``): FastAPI
+            closes such dependencies *after* the response has been sent, so a commit that
+            fails (a duplicate, a stale version, a lost connection) is invisible to the
+            client, which was already told the write succeeded. Use
+            ``underlay.fastapi.session_dependency(db)``, which commits before the response.
+            This generator is for frameworks that finish it before responding.
 
         Yields:
-            A session that commits when the request handler returns and rolls back if it
-            raises.
+            A session that commits when the generator finishes normally and rolls back if
+            an exception is thrown into it.
         """
         async with self.session() as session:
             yield session

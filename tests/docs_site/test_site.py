@@ -42,10 +42,12 @@ LITERAL_MARKUP = re.compile(
 PUBLIC_MODULES = (
     "underlay",
     "underlay.cache",
+    "underlay.cli",
     "underlay.exceptions",
     "underlay.migrations",
     "underlay.models",
     "underlay.repository",
+    "underlay.sync",
     "underlay.testing",
     "underlay.typing",
 )
@@ -244,6 +246,7 @@ def test_quoted_programs_are_the_ones_the_suite_runs() -> None:
     """Every program a page quotes is one the test suite executes, so no quoted snippet rots."""
     run_by_suite = {
         (ROOT / "examples" / "quickstart.py").resolve(),
+        (ROOT / "examples" / "fastapi_app.py").resolve(),
         *(p.resolve() for p in (ROOT / "docs" / "examples").glob("*.py")),
     }
     blog = (ROOT / "examples" / "blog").resolve()

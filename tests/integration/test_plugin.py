@@ -426,3 +426,83 @@ class TestCache:
         finally:
             await client.aclose()
         assert left == []
+
+
+APP_TESTS = """
+from typing import Annotated
+
+import httpx
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from helpers import count
+from models import Note
+from underlay import SQLAlchemyRepository
+from underlay.cache import CachedRepository
+from underlay.fastapi import install, session_dependency
+
+
+class NoteOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    body: str
+
+
+class NoteIn(BaseModel):
+    body: str
+
+
+class Notes(SQLAlchemyRepository[Note]):
+    pass
+
+
+def create_app(db, cache):
+    SessionDep = Annotated[AsyncSession, session_dependency(db)]
+    app = FastAPI()
+    install(app)
+
+    @app.post("/notes", status_code=201)
+    async def create(body: NoteIn, session: SessionDep) -> NoteOut:
+        return await Notes(session).save(Note(body=body.body))
+
+    @app.get("/notes/{id}")
+    async def read(id: int, session: SessionDep) -> NoteOut:
+        return await CachedRepository(Notes(session), cache, schema=NoteOut).get_one(id)
+
+    @app.put("/notes/{id}")
+    async def change(id: int, body: NoteIn, session: SessionDep) -> NoteOut:
+        return await Notes(session).update(id, {"body": body.body})
+
+    @app.delete("/notes/{id}", status_code=204)
+    async def remove(id: int, session: SessionDep) -> None:
+        await Notes(session).hard_delete(id)
+
+    return app
+
+
+async def test_cached_reads_follow_commits(underlay_db, underlay_cache, underlay_session):
+    app = create_app(underlay_db, underlay_cache)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        id = (await client.post("/notes", json={"body": "first"})).json()["id"]
+        assert (await client.get(f"/notes/{id}")).json()["body"] == "first"  # now cached
+        assert (await client.put(f"/notes/{id}", json={"body": "second"})).status_code == 200
+        assert (await client.get(f"/notes/{id}")).json()["body"] == "second"
+        assert (await client.delete(f"/notes/{id}")).status_code == 204
+        assert (await client.get(f"/notes/{id}")).status_code == 404
+
+
+async def test_next_test_starts_empty(underlay_session):
+    assert await count(underlay_session) == 0
+"""
+
+
+class TestAppWithCache:
+    def test_app_sees_cached_reads_refreshed(
+        self, pytester: pytest.Pytester, database_env: Backend
+    ) -> None:
+        """An app tested with only the plugin's fixtures sees commits invalidate its cache."""
+        make_suite(pytester)
+        pytester.makepyfile(test_app=APP_TESTS)
+        run(pytester).assert_outcomes(passed=2)

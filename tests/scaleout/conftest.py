@@ -1,16 +1,14 @@
 """Engines for the scale-out tests, started by the repository's own `scripts/scaleout.sh`.
 
-Each fixture starts its engine (idempotent) and yields what the tests connect to. With
-`SCALEOUT_EXTERNAL=1` (set by `.ci/run`, which starts every engine up front and stops them
-when it ends) or under xdist nothing is stopped at the end; otherwise the session stops the
-engines it used. A missing binary skips the
+Each fixture starts its engine (idempotent) and yields what the tests connect to. Nothing is
+stopped at the end of a session: `.ci/run` starts every engine up front and stops them when it
+ends; locally `bash scripts/scaleout.sh stop --purge all` does. A missing binary skips the
 tests, except under CI / `UNDERLAY_REQUIRE_SERVICES`, where it fails the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import uuid
@@ -46,10 +44,10 @@ def _engine(name: str) -> Iterator[dict[str, str]]:
     missing = [binary for binary in _BINARIES[name] if shutil.which(binary) is None]
     if missing:
         services.unavailable(f"scale-out engine {name!r}", f"binaries {missing}")
+    # Never stopped here: another pytest session (an xdist worker, a second checkout) may be
+    # using the engine. `.ci/run` stops everything when it ends; locally,
+    # `bash scripts/scaleout.sh stop --purge all` does.
     yield scaleout("start", name)
-    # Under xdist another worker may still use the engine: leave it to whoever started it.
-    if not os.environ.get("SCALEOUT_EXTERNAL") and not os.environ.get("PYTEST_XDIST_WORKER"):
-        scaleout("stop", name)
 
 
 @pytest.fixture(scope="session")

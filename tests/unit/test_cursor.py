@@ -6,7 +6,6 @@ import base64
 import enum
 import hashlib
 import hmac
-import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -141,20 +140,58 @@ class TestSecrets:
         assert pagination.resolve_secret(None) == b"configured at start-up"
         assert pagination.resolve_secret(b"the repository's own key") == b"the repository's own key"
 
-    def test_random_fallback_warns_once(
-        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Without configuration a per-process key is used and a warning logged once."""
-        monkeypatch.setattr(pagination, "_warned", False)
-        with caplog.at_level(logging.WARNING, logger="underlay.repository"):
-            first = pagination.resolve_secret(None)
-            second = pagination.resolve_secret(None)
-        assert first == second
-        assert len(first) == 32
-        assert [r.message for r in caplog.records].count(
-            f"no cursor secret configured: cursors only verify in this process; set "
-            f"{CURSOR_SECRET_ENV}"
-        ) == 1
+    def test_no_secret_means_unsigned(self) -> None:
+        """Without configuration there is no key: cursors are unsigned, the same everywhere."""
+        assert pagination.resolve_secret(None) is None
+        cursor = pagination.encode_cursor(None, table="t", spec=["x"], values=[7])
+        assert "." not in cursor
+        assert pagination.decode_cursor(None, cursor, table="t", spec=["x"]) == [7]
+
+    def test_unsigned_cursor_refused_once_a_secret_is_set(self) -> None:
+        """With a secret, an unsigned (or forged) cursor is refused."""
+        cursor = pagination.encode_cursor(None, table="t", spec=["x"], values=[7])
+        with pytest.raises(InvalidQueryError):
+            pagination.decode_cursor(KEY, cursor, table="t", spec=["x"])
+        with pytest.raises(InvalidQueryError):
+            pagination.decode_cursor(KEY, cursor + ".", table="t", spec=["x"])
+
+    def test_signed_cursor_accepted_without_secret(self) -> None:
+        """Removing the secret keeps cursors already handed out working."""
+        cursor = pagination.encode_cursor(KEY, table="t", spec=["x"], values=[7])
+        assert pagination.decode_cursor(None, cursor, table="t", spec=["x"]) == [7]
+
+    def test_unsigned_still_validated(self) -> None:
+        """Unsigned cursors are still checked for table, sort order and shape."""
+        cursor = pagination.encode_cursor(None, table="t", spec=["x"], values=[7])
+        for table, spec in [("u", ["x"]), ("t", ["-x"]), ("t", ["x", "id"])]:
+            with pytest.raises(InvalidQueryError):
+                pagination.decode_cursor(None, cursor, table=table, spec=spec)
+        garbage = base64.urlsafe_b64encode(b'{"t":"t","k":["x"],"v":[{"a":1,"b":2}]}').decode()
+        with pytest.raises(InvalidQueryError):
+            pagination.decode_cursor(None, garbage.rstrip("="), table="t", spec=["x"])
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("rank", "1"),
+            ("rank", True),
+            ("rank", [1]),
+            ("email", 5),
+            ("created_at", "2024"),
+            ("id", None),
+        ],
+        ids=["str-for-int", "bool-for-int", "list", "int-for-str", "str-for-datetime", "null"],
+    )
+    def test_values_checked_against_column_types(self, field: str, value: Any) -> None:
+        """A decoded value of the wrong type for its sort column is refused before SQL."""
+        keys = parse_order_by(Author, field, [field])
+        with pytest.raises(InvalidQueryError):
+            pagination.check_cursor_values(keys, [value])
+
+    def test_values_of_the_right_type_pass(self) -> None:
+        """Values of the columns' types pass the check."""
+        keys = parse_order_by(Author, "rank,email,created_at", ["rank", "email", "created_at"])
+        pagination.check_cursor_values(keys, [1, "a@x.io", datetime(2024, 1, 1, tzinfo=UTC)])
 
     def test_short_secret_refused(self) -> None:
         """Secrets shorter than 16 bytes are refused."""

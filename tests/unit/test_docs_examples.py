@@ -1,4 +1,4 @@
-"""Every program the docs show runs: examples/quickstart.py and docs/examples/*.py."""
+"""Every program the docs show runs: examples/quickstart.py, fastapi_app.py, docs/examples/*.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAMS = sorted([ROOT / "examples" / "quickstart.py", *(ROOT / "docs" / "examples").glob("*.py")])
+PROGRAMS = sorted(
+    [
+        ROOT / "examples" / "quickstart.py",
+        ROOT / "examples" / "fastapi_app.py",
+        *(ROOT / "docs" / "examples").glob("*.py"),
+    ]
+)
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
@@ -25,3 +31,9 @@ def test_program_runs(program: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"{program.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{program.name} printed nothing"
+
+
+def test_examples_keep_the_naming_convention() -> None:
+    """No example builds a bare `MetaData()`, which would drop the naming convention."""
+    bare = [p.name for p in PROGRAMS if "MetaData()" in p.read_text()]
+    assert bare == []

@@ -11,7 +11,7 @@ the commit lands); a rollback discards it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event, inspect
@@ -59,20 +59,34 @@ class _Writes:
         return set().union(*self.tables.values())
 
 
-def attach(database: Database) -> None:
+def attach(database: Database) -> Callable[[], None]:
     """Make ``database``'s sessions invalidate ``database.cache`` after each commit.
 
     Listeners go on the database's own session class, so other databases are unaffected.
+
+    Returns:
+        A function that removes the listeners again (the test plugin couples a per-test
+        cache to its session-wide database this way).
     """
     if database.cache is None:
-        return
+        return lambda: None
     listeners = _Listeners(database.cache)
     session_class = database.sync_session_class
-    event.listen(session_class, "after_flush", listeners.after_flush)
-    event.listen(session_class, "do_orm_execute", listeners.on_execute)
-    event.listen(session_class, "before_commit", listeners.before_commit)
-    event.listen(session_class, "after_rollback", listeners.after_rollback)
-    event.listen(session_class, "after_transaction_end", listeners.after_transaction_end)
+    hooks: list[tuple[str, Callable[..., Any]]] = [
+        ("after_flush", listeners.after_flush),
+        ("do_orm_execute", listeners.on_execute),
+        ("before_commit", listeners.before_commit),
+        ("after_rollback", listeners.after_rollback),
+        ("after_transaction_end", listeners.after_transaction_end),
+    ]
+    for name, hook in hooks:
+        event.listen(session_class, name, hook)
+
+    def detach() -> None:
+        for name, hook in hooks:
+            event.remove(session_class, name, hook)
+
+    return detach
 
 
 class _Listeners:

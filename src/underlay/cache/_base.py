@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
@@ -58,6 +58,14 @@ class Lookup:
     token: str | None = None
 
 
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    step = max(1, int(size))
+    return [items[start : start + step] for start in range(0, len(items), step)]
+
+
 def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
     """Return ``namespaces`` as a sorted tuple without duplicates, rejecting bad names."""
     names = tuple(sorted(set(namespaces)))
@@ -74,6 +82,10 @@ class BaseCache(FaultPolicy):
     TTL jitter, the codec, in-process singleflight, counters, deadlines, the circuit breaker
     and fail-safe invalidation.
     """
+
+    #: Keys per round trip in `get_many` and `set_many` (and per batch when
+    #: `invalidate_pattern` deletes); each chunk has its own deadline. Assign to change it.
+    bulk_chunk_size: int = 500
 
     def __init__(
         self,
@@ -175,7 +187,10 @@ class BaseCache(FaultPolicy):
         return found.get(key, default)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Return the cached values of ``keys`` that are present, in one round trip.
+        """Return the cached values of ``keys`` that are present.
+
+        Keys are read in chunks of ``bulk_chunk_size``, one round trip each, each with its
+        own deadline: a chunk that fails or times out reads as misses for its keys only.
 
         Args:
             keys: The keys to read.
@@ -184,17 +199,16 @@ class BaseCache(FaultPolicy):
             A mapping of each key that hit to its value; missing keys are absent.
         """
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return {}
-        lookups = await self._guarded_read(lambda: self._read(keys))
-        if isinstance(lookups, Failed):
-            self.stats.misses += len(keys)
-            return {}
         values: dict[str, Any] = {}
-        for key, lookup in zip(keys, lookups, strict=True):
-            decoded = await self._decoded(key, lookup)
-            if not isinstance(decoded, Failed):
-                values[key] = decoded
+        for chunk in _chunks(keys, self.bulk_chunk_size):
+            lookups = await self._guarded_read(partial(self._read, chunk))
+            if isinstance(lookups, Failed):
+                self.stats.misses += len(chunk)
+                continue
+            for key, lookup in zip(chunk, lookups, strict=True):
+                decoded = await self._decoded(key, lookup)
+                if not isinstance(decoded, Failed):
+                    values[key] = decoded
         return values
 
     async def set(
@@ -219,20 +233,33 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
-    ) -> None:
-        """Store several values unconditionally in one round trip.
+    ) -> list[str]:
+        """Store several values unconditionally, in chunks; return the keys not stored.
+
+        Items are written in chunks of ``bulk_chunk_size``, one round trip each, each with
+        its own deadline, so one slow round trip costs only its own chunk instead of the
+        whole batch. A chunk that fails (an error, its deadline, an open circuit breaker)
+        is dropped as a whole and its keys are returned; the other chunks are stored. As
+        for `set`, nothing is raised: an unstored entry is a later miss, never wrong data.
 
         Args:
             items: Keys and their values.
             ttl: Seconds to keep them (default: the cache's ``default_ttl``), minus jitter.
             namespaces: Namespaces whose :meth:`bump_namespace` invalidates these entries.
+
+        Returns:
+            The keys of the chunks that were not stored, in the order given (empty when
+            every item was stored).
         """
         names = check_namespaces(namespaces)
         encoded = [(key, self.codec.encode(value)) for key, value in items.items()]
-        if not encoded:
-            return
         ttl_ms = self._ttl_ms(ttl)
-        await self._guarded_read(lambda: self._store(encoded, names, ttl_ms))
+        unstored: list[str] = []
+        for chunk in _chunks(encoded, self.bulk_chunk_size):
+            stored = await self._guarded_read(partial(self._store, chunk, names, ttl_ms))
+            if isinstance(stored, Failed):
+                unstored.extend(key for key, _ in chunk)
+        return unstored
 
     async def delete(self, *keys: str) -> None:
         """Invalidate ``keys``: delete the entries and void fills in flight for them.
@@ -266,7 +293,10 @@ class BaseCache(FaultPolicy):
 
         This walks the whole keyspace with a cursor (never ``KEYS``): O(number of keys in
         the store), so keep it for maintenance; use namespaces for routine invalidation.
-        Fails safe like :meth:`delete`.
+        The walk goes in chunks of ``bulk_chunk_size`` keys (a ``SCAN`` page, an ``UNLINK``
+        batch), each with its own ``invalidation_timeout`` deadline. Fails safe like
+        `delete`: a chunk that fails on every attempt makes the cache drop every entry
+        (an epoch bump) as soon as it answers again, so nothing stale is ever read.
 
         Args:
             pattern: A glob relative to the cache's prefix.
@@ -280,8 +310,8 @@ class BaseCache(FaultPolicy):
             nonlocal removed
             removed = await self._remove_matching(pattern)
 
-        # No overall deadline: a scan takes as long as the keyspace is large; each call
-        # still has the connection's socket timeout.
+        # No overall deadline: a scan takes as long as the keyspace is large; each chunk
+        # has its own (see the store's _remove_matching).
         await self._invalidate(run, deadline=None)
         return removed
 

@@ -27,7 +27,7 @@ class Cache(Protocol):
         ...
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        """Return the values of the keys that hit, in one round trip."""
+        """Return the values of the keys that hit (keys that could not be read are misses)."""
         ...
 
     async def set(
@@ -42,8 +42,8 @@ class Cache(Protocol):
         *,
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
-    ) -> None:
-        """Store several values in one round trip."""
+    ) -> list[str]:
+        """Store several values; return the keys that could not be stored (fail open)."""
         ...
 
     async def delete(self, *keys: str) -> None:

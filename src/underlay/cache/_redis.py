@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -261,24 +262,35 @@ class RedisCache(BaseCache):
         )
 
     async def _remove_matching(self, pattern: str) -> int:
-        # Entries and leases in one walk: removing the lease too voids fills in flight.
+        # Entries and leases in one walk: removing the lease too voids fills in flight. Every
+        # SCAN page and every UNLINK batch gets its own deadline, so a long walk is bounded
+        # per round trip, not as a whole; a chunk past its deadline fails the invalidation,
+        # which the caller retries and then covers with an epoch bump.
         match = f"{self.prefix.translate(_GLOB_SPECIAL)}[dl]:{pattern}"
         entry_prefix = f"{self.prefix}d:".encode()
+        chunk = max(1, self.bulk_chunk_size)
+        deadline = self.invalidation_timeout
         removed = 0
-        batch: list[bytes] = []
-        async for name in self.client.scan_iter(match=match, count=1000):
-            batch.append(name)
-            removed += name.startswith(entry_prefix)
-            if len(batch) >= 500:
-                await self.client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await self.client.unlink(*batch)
-        return removed
+        cursor: int = 0
+        while True:
+            async with asyncio.timeout(deadline):
+                cursor, names = await self.client.scan(cursor=cursor, match=match, count=chunk)
+            for start in range(0, len(names), chunk):
+                batch = names[start : start + chunk]
+                async with asyncio.timeout(deadline):
+                    await self.client.unlink(*batch)
+                removed += sum(_raw(name).startswith(entry_prefix) for name in batch)
+            if cursor == 0:
+                return removed
 
     async def _close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _raw(name: bytes | str) -> bytes:
+    # a caller's client may decode replies
+    return name if isinstance(name, bytes) else name.encode()
 
 
 def _lookup_reply(reply: list[Any], token: str) -> Lookup:

@@ -13,6 +13,7 @@ from underlay._imports import require
 
 require("alembic", extra="alembic")
 
+from underlay.migrations import _compare, _ops  # noqa: E402, F401 - registers operations
 from underlay.migrations._commands import (  # noqa: E402 - after the dependency check
     MigrationDriftError,
     StairwayError,
@@ -31,10 +32,12 @@ from underlay.migrations._fk import (  # noqa: E402
     index_foreign_keys,
     unindexed_foreign_keys,
 )
+from underlay.migrations._rewrite import PossibleRenameError  # noqa: E402
 from underlay.migrations._scaffold import init  # noqa: E402
 
 __all__ = [
     "MigrationDriftError",
+    "PossibleRenameError",
     "StairwayError",
     "UnindexedForeignKey",
     "check",

@@ -21,8 +21,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, and_, event, inspect, select
+from sqlalchemy import ColumnElement, and_, event, inspect, select
 from sqlalchemy.engine import Connection, Engine, Result
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, attributes
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -82,10 +83,6 @@ def _guard_versions(session: Session, _context: UOWTransaction, _instances: Any)
     session.info[_CANDIDATES_KEY] = candidates
 
 
-def _value_key(key: Any) -> str | None:
-    return key if isinstance(key, str) else getattr(key, "key", None)
-
-
 #: Execution option of an UPDATE that already sets ``version = version + 1`` itself (the
 #: repository's statements): the hook then leaves it as it is instead of rebuilding it.
 VERSION_BUMPED = "underlay_version_bumped"
@@ -115,20 +112,28 @@ def _bump_versions(state: ORMExecuteState) -> Result[Any] | None:
             return state.invoke_statement()
         except StaleDataError as exc:
             raise StaleVersionError(model=mapper.class_) from exc
-    # Update has no public accessor for the values it sets.
-    values: dict[Any, Any] = dict(statement._values or {})  # type: ignore[attr-defined]
-    if statement._maintain_values_ordering:  # type: ignore[attr-defined]
+    attribute = getattr(mapper.class_, key)
+    try:
+        bumped = statement.values({attribute: attribute + 1})  # type: ignore[attr-defined]  # an ORM Update here
+    except (ArgumentError, InvalidRequestError) as exc:  # values() after ordered_values()
         raise InvalidQueryError(
             f"ordered_values() cannot be combined with the version bump of "
             f"{mapper.class_.__name__}; use values()"
-        )
-    attribute = getattr(mapper.class_, key)
-    given = [value for name, value in values.items() if _value_key(name) == key]
-    statement = statement.values({attribute: attribute + 1})  # type: ignore[attr-defined]
-    if given and isinstance(given[0], BindParameter) and given[0].value is not None:
-        statement = statement.where(attribute == given[0].value)
-    state.statement = statement
+        ) from exc
+    expected = _given_version(state, statement, mapper)
+    if expected is not None:
+        bumped = bumped.where(attribute == expected)
+    state.statement = bumped
     return None
+
+
+def _given_version(state: ORMExecuteState, statement: Any, mapper: Mapper[Any]) -> Any:
+    # Update has no public accessor for the values it sets, but its compiled form does: a
+    # literal given for a column is sent as the bind parameter named after that column
+    # (where-clause literals get numbered names such as "version_1").
+    name = _version_column(mapper).key
+    bind = state.session.get_bind(mapper=mapper)
+    return statement.compile(dialect=bind.dialect).params.get(name)
 
 
 def enable_versioning(target: SessionTarget) -> None:

@@ -316,29 +316,48 @@ class InMemoryRepository(Generic[ModelT]):
         self._touch(entity, datetime.now(UTC))
         return entity
 
-    async def delete(self, id_or_entity: Any) -> None:
-        """Delete softly for ``SoftDeleteMixin`` models (keeping a first timestamp)."""
+    def _check_version(self, key: Any, entity: Any, expected_version: int | None) -> None:
+        if expected_version is None:
+            return
+        if not isinstance(entity, VersionedMixin):
+            raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
+        if entity.version != expected_version:
+            raise StaleVersionError(model=self.model, id=key, expected_version=expected_version)
+
+    async def delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
+        """Delete softly for ``SoftDeleteMixin`` models (keeping a first timestamp).
+
+        Raises:
+            NotFoundError: No entity has that id.
+            StaleVersionError: The entity is not at ``expected_version``.
+        """
         key = self._identity(id_or_entity)
         entity = self._rows.get(key)
         if entity is None:
             raise NotFoundError(model=self.model, id=key)
+        self._check_version(key, entity, expected_version)
         if not isinstance(entity, SoftDeleteMixin):
             del self._rows[key]
         elif entity.deleted_at is None:
             entity.deleted_at = datetime.now(UTC)
             self._touch(entity, entity.deleted_at)
 
-    async def hard_delete(self, id_or_entity: Any) -> None:
-        """Remove the entity, soft-deleted or not."""
+    async def hard_delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
+        """Remove the entity, soft-deleted or not (checking ``expected_version`` if given)."""
         key = self._identity(id_or_entity)
-        if self._rows.pop(key, None) is None:
+        entity = self._rows.get(key)
+        if entity is None:
             raise NotFoundError(model=self.model, id=key)
+        self._check_version(key, entity, expected_version)
+        del self._rows[key]
 
-    async def restore(self, id_or_entity: Any) -> ModelT:
-        """Clear ``deleted_at`` and return the entity."""
-        entity = await self.get_one(self._identity(id_or_entity), include_deleted=True)
+    async def restore(self, id_or_entity: Any, *, expected_version: int | None = None) -> ModelT:
+        """Clear ``deleted_at`` and return the entity (checking ``expected_version`` if given)."""
+        key = self._identity(id_or_entity)
+        entity = await self.get_one(key, include_deleted=True)
         if not isinstance(entity, SoftDeleteMixin):
             raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
+        self._check_version(key, entity, expected_version)
         entity.deleted_at = None
         self._touch(entity, datetime.now(UTC))
         return entity

@@ -1,9 +1,16 @@
-"""Pages, keyset predicates and signed, opaque cursors.
+"""Pages, keyset predicates and opaque cursors, signed once a secret is configured.
 
-A cursor is ``base64url(json payload) + "." + base64url(HMAC-SHA256(secret, payload))``. The
-payload carries the table, the sort specification and the last row's sort values with type
-tags, so datetimes, decimals and UUIDs round-trip exactly. A cursor whose signature, table
-or sort order does not match is refused with :class:`~underlay.InvalidQueryError`.
+A cursor is ``base64url(json payload)``, followed by ``"." + base64url(HMAC-SHA256(secret,
+payload))`` when a cursor secret is configured. The payload carries the table, the sort
+specification and the last row's sort values with type tags, so datetimes, decimals and
+UUIDs round-trip exactly. A cursor whose table, sort order or value types do not match (or,
+with a secret, whose signature does not) is refused with `InvalidQueryError`.
+
+Without a secret, cursors are validated but not signed, so every worker and every restart
+accepts every other's cursors. That is safe because a cursor only says where a page starts:
+its values are bound parameters checked against the sort columns' types, and the query keeps
+every filter and scope of the request, so a hand-made cursor shows nothing the same request
+could not page to. A secret adds tamper evidence (clients cannot craft start positions).
 """
 
 from __future__ import annotations
@@ -14,9 +21,7 @@ import enum
 import hashlib
 import hmac
 import json
-import logging
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -34,13 +39,12 @@ __all__ = [
     "CURSOR_SECRET_ENV",
     "CursorPage",
     "Page",
+    "check_cursor_values",
     "decode_cursor",
     "encode_cursor",
     "keyset_predicate",
     "set_cursor_secret",
 ]
-
-logger = logging.getLogger("underlay.repository")
 
 #: Environment variable holding the secret that signs cursors (shared by every worker).
 CURSOR_SECRET_ENV = "UNDERLAY_CURSOR_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -104,17 +108,16 @@ class CursorPage(Generic[ItemT]):
 
 
 _configured_secret: bytes | None = None
-_process_secret = secrets.token_bytes(32)
-_warned = False
 
 
 def set_cursor_secret(secret: str | bytes | None) -> None:
     """Set the key that signs pagination cursors for every repository without its own.
 
-    Cursors must verify on every worker that may receive them, so give all workers the same
-    secret: call this at start-up, set the ``UNDERLAY_CURSOR_SECRET`` environment variable, or
-    set ``cursor_secret`` on a repository class. Without any of these a random per-process key
-    is used, and a cursor only works in the process that minted it.
+    Without a secret cursors are unsigned (validated, not tamper-evident) and work in every
+    process. With one, cursors are signed and must verify on every worker that may receive
+    them, so give all workers the same secret: call this at start-up, set the
+    ``UNDERLAY_CURSOR_SECRET`` environment variable, or set ``cursor_secret`` on a repository
+    class. Unsigned cursors handed out before a secret was set are refused afterwards.
 
     Args:
         secret: At least 16 bytes (or characters) of secret material; ``None`` to unset.
@@ -137,9 +140,8 @@ def _as_key(secret: str | bytes) -> bytes:
     return key
 
 
-def resolve_secret(own: str | bytes | None) -> bytes:
-    """Return the signing key: the repository's, the configured one, the env var, or random."""
-    global _warned  # noqa: PLW0603 - warn once per process
+def resolve_secret(own: str | bytes | None) -> bytes | None:
+    """Return the signing key: the repository's, the configured one, the env var, or ``None``."""
     if own is not None:
         return _as_key(own)
     if _configured_secret is not None:
@@ -147,13 +149,7 @@ def resolve_secret(own: str | bytes | None) -> bytes:
     env = os.environ.get(CURSOR_SECRET_ENV)
     if env:
         return _as_key(env)
-    if not _warned:
-        _warned = True
-        logger.warning(
-            "no cursor secret configured: cursors only verify in this process; set %s",
-            CURSOR_SECRET_ENV,
-        )
-    return _process_secret
+    return None
 
 
 def _b64(data: bytes) -> str:
@@ -212,14 +208,14 @@ def _decode_value(value: Any) -> Any:
 
 
 def encode_cursor(
-    secret: bytes,
+    secret: bytes | None,
     *,
     table: str,
     spec: Sequence[str],
     values: Sequence[Any],
     filters: str = "",
 ) -> str:
-    """Mint a signed cursor for the row with sort ``values`` under sort ``spec``.
+    """Mint a cursor for the row with sort ``values`` under ``spec`` (signed with a secret).
 
     ``filters`` identifies the caller's filter (a fingerprint); a cursor only verifies for
     the same one.
@@ -232,33 +228,41 @@ def encode_cursor(
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
+    if secret is None:
+        return _b64(payload)
     signature = hmac.new(secret, payload, hashlib.sha256).digest()
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
 def decode_cursor(
-    secret: bytes, cursor: str, *, table: str, spec: Sequence[str], filters: str = ""
+    secret: bytes | None, cursor: str, *, table: str, spec: Sequence[str], filters: str = ""
 ) -> list[Any]:
-    """Verify ``cursor`` and return its sort values.
+    """Check ``cursor`` and return its sort values.
+
+    Without a secret any signature part is ignored (a cursor signed before the secret was
+    removed still works); with one, the signature must match.
 
     Raises:
-        InvalidQueryError: The cursor is malformed, was not signed with ``secret``, or was
-            minted for another table, sort order or filter.
+        InvalidQueryError: The cursor is malformed, not signed with ``secret`` when one is
+            set, or minted for another table, sort order or filter.
     """
     invalid = InvalidQueryError(
         "Invalid pagination cursor: pass back a next_cursor exactly as it was returned, "
         "with the same order_by and filters."
     )
-    if not isinstance(cursor, str) or len(cursor) > 8192 or cursor.count(".") != 1:
+    if not isinstance(cursor, str) or len(cursor) > 8192 or cursor.count(".") > 1:
         raise invalid
-    body, _, signature = cursor.partition(".")
+    body, dot, signature = cursor.partition(".")
+    if secret is not None and not dot:
+        raise invalid
     try:
         payload, given = _unb64(body), _unb64(signature)
     except (binascii.Error, ValueError) as exc:
         raise invalid from exc
-    expected = hmac.new(secret, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(given, expected):
-        raise invalid
+    if secret is not None:
+        expected = hmac.new(secret, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(given, expected):
+            raise invalid
     try:
         data = json.loads(payload)
         matches = (
@@ -273,6 +277,48 @@ def decode_cursor(
     if values is None:
         raise invalid
     return values
+
+
+def _expected_type(expression: ColumnElement[Any]) -> type | None:
+    # a TypeDecorator may report ``object``; the type it wraps knows better
+    for column_type in (expression.type, getattr(expression.type, "impl_instance", None)):
+        try:
+            python_type: type = column_type.python_type  # type: ignore[union-attr]  # None raises below
+        except (NotImplementedError, AttributeError):
+            continue
+        if python_type is not object:
+            return python_type
+    return None
+
+
+def check_cursor_values(keys: Sequence[SortKey], values: Sequence[Any]) -> None:
+    """Refuse cursor values that do not fit their sort column's type (before any SQL).
+
+    Raises:
+        InvalidQueryError: A value is missing, a container, or of another type.
+    """
+    for key, value in zip(keys, values, strict=True):
+        expected = _expected_type(key.expression)
+        fits: bool
+        if value is None or isinstance(value, list | dict):
+            fits = False
+        elif expected is None:
+            fits = True
+        elif issubclass(expected, enum.Enum):
+            fits = isinstance(value, str)  # enums travel by name
+        elif expected is float or expected is Decimal:
+            fits = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+        elif expected is int:
+            fits = isinstance(value, int) and not isinstance(value, bool)
+        elif expected is datetime:
+            fits = isinstance(value, datetime)
+        else:
+            fits = isinstance(value, expected)
+        if not fits:
+            raise InvalidQueryError(
+                "Invalid pagination cursor: pass back a next_cursor exactly as it was "
+                "returned, with the same order_by."
+            )
 
 
 def keyset_predicate(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:

@@ -430,6 +430,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             values = pagination.decode_cursor(
                 secret, after, table=table, spec=spec, filters=self._fingerprint(resolved, search)
             )
+            pagination.check_cursor_values(keys, values)
             criteria.append(pagination.keyset_predicate(keys, values))
         statement = self.select_statement(
             *criteria,

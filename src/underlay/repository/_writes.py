@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Table, delete, insert, select, update
+from sqlalchemy import Column, Table, delete, insert, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -428,34 +428,83 @@ class WriteMethods(RepositoryBase[ModelT]):
 
     # -- delete ---------------------------------------------------------------------------
 
-    async def delete(self, id_or_entity: Any) -> None:
+    def _expected_version(self, id_or_entity: Any, expected_version: int | None) -> int | None:
+        """The version a delete / restore checks: the given one, else a passed entity's."""
+        version_key = self._version_key
+        if expected_version is not None:
+            if version_key is None:
+                raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
+            if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+                raise InvalidQueryError(
+                    f"expected_version must be an int, not {type(expected_version).__name__}."
+                )
+            return expected_version
+        if version_key is None or not isinstance(id_or_entity, self.model):
+            return None
+        # The version the entity was loaded with (or was assigned: an assigned version is the
+        # expected one). Never loaded here: loading it now would read the row's current one.
+        loaded = inspect(id_or_entity).dict.get(version_key)
+        return loaded if isinstance(loaded, int) else None
+
+    async def _missing_or_stale(self, id: Any, expected_version: int | None) -> None:
+        """Explain why a write guarded by ``expected_version`` matched no row.
+
+        Raises:
+            NotFoundError: No row has that id (within the repository's scope).
+            StaleVersionError: The row is at another version.
+        """
+        version_column = self._version_column
+        criteria = [*self._id_criteria(id), *self.scope]
+        if version_column is None or expected_version is None:
+            if not await self._row_exists(id, live_only=False):
+                raise NotFoundError(model=self.model, id=id)
+            return
+        statement = select(version_column).where(*criteria).execution_options(include_deleted=True)
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            raise NotFoundError(model=self.model, id=id)
+        if row[0] != expected_version:
+            raise StaleVersionError(model=self.model, id=id, expected_version=expected_version)
+
+    async def delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
         """Delete one row: softly for ``SoftDeleteMixin`` models, for real otherwise.
 
         A soft delete is one ``UPDATE ... SET deleted_at = now WHERE ... AND deleted_at IS
         NULL`` (it bumps ``version`` on versioned models); deleting again keeps the first
         timestamp. An entity of the row already in the session is updated too.
 
+        On a versioned model the statement also checks the version: ``expected_version``,
+        or, when an entity is passed, the version it was loaded with. A row at another
+        version (changed or deleted by someone else meanwhile) raises ``StaleVersionError``
+        and nothing changes.
+
         Args:
             id_or_entity: The primary key or the entity.
+            expected_version: The version the caller last saw; ``None`` checks the passed
+                entity's version (and nothing for an id).
 
         Raises:
+            InvalidQueryError: ``expected_version`` on a model without a version column.
             NotFoundError: No row has that id (within the repository's scope).
+            StaleVersionError: The row is not at the expected version.
         """
         if not self._soft:
-            await self.hard_delete(id_or_entity)
+            await self.hard_delete(id_or_entity, expected_version=expected_version)
             return
+        expected = self._expected_version(id_or_entity, expected_version)
         id = self._identity(id_or_entity)
-        columns = column_map(self.model)
-        statement = (
-            update(self.model)
-            .where(*self._id_criteria(id), *self.scope, columns["deleted_at"].is_(None))
-            .values(deleted_at=utcnow())
+        live = column_map(self.model)["deleted_at"].is_(None)
+        criteria = [*self._id_criteria(id), *self.scope, live]
+        version_column = self._version_column
+        if version_column is not None and expected is not None:
+            criteria.append(version_column == expected)
+        statement = self._bump_version(
+            update(self.model).where(*criteria).values(deleted_at=utcnow())
         )
-        statement = self._bump_version(statement)
         with self._translated(id):
             entity = await self._execute_returning(statement, id)
-            if entity is None and not await self._row_exists(id, live_only=False):
-                raise NotFoundError(model=self.model, id=id)
+            if entity is None:
+                await self._missing_or_stale(id, expected)
 
     def _bump_version(self, statement: Any) -> Any:
         version_column, version_key = self._version_column, self._version_key
@@ -466,54 +515,81 @@ class WriteMethods(RepositoryBase[ModelT]):
             **{VERSION_BUMPED: True}
         )
 
-    async def hard_delete(self, id_or_entity: Any) -> None:
+    async def hard_delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
         """Delete one row for real, also a soft-deleted one, and detach its entity.
 
         Passing a loaded entity deletes it through the unit of work (cascades and a
-        versioned model's version check apply); an id sends one ``DELETE``.
+        versioned model's version check apply); an id sends one ``DELETE``, which checks
+        ``expected_version`` when given.
+
+        Args:
+            id_or_entity: The primary key or the entity.
+            expected_version: The version the caller last saw; ``None`` checks the passed
+                entity's version (and nothing for an id).
 
         Raises:
+            InvalidQueryError: ``expected_version`` on a model without a version column.
             NotFoundError: No row has that id (within the repository's scope).
-            StaleVersionError: The entity's version no longer matches the row.
+            StaleVersionError: The row is not at the expected version.
         """
+        expected = self._expected_version(id_or_entity, expected_version)
         id = self._identity(id_or_entity)
         with self._translated(id):
-            if isinstance(id_or_entity, self.model) and not self.scope:
+            if isinstance(id_or_entity, self.model) and not self.scope and expected_version is None:
                 await self.session.delete(id_or_entity)
                 await self.session.flush()
                 return
+            criteria = [*self._id_criteria(id), *self.scope]
+            version_column = self._version_column
+            if version_column is not None and expected is not None:
+                criteria.append(version_column == expected)
             statement = (
                 delete(self.model)
-                .where(*self._id_criteria(id), *self.scope)
+                .where(*criteria)
                 .execution_options(include_deleted=True, synchronize_session="fetch")
             )
             result = await self.session.execute(statement)
-        if getattr(result, "rowcount", 0) == 0:
-            raise NotFoundError(model=self.model, id=id)
+            if getattr(result, "rowcount", 0) == 0:
+                await self._missing_or_stale(id, expected)
+                raise NotFoundError(model=self.model, id=id)
 
-    async def restore(self, id_or_entity: Any) -> ModelT:
+    async def restore(self, id_or_entity: Any, *, expected_version: int | None = None) -> ModelT:
         """Undo a soft delete (``deleted_at = NULL``) and return the live entity.
 
-        Restoring a live row changes nothing but the version of a versioned model.
+        Restoring a live row changes nothing but the version of a versioned model. The
+        version is checked as in :meth:`delete`.
+
+        Args:
+            id_or_entity: The primary key or the entity.
+            expected_version: The version the caller last saw; ``None`` checks the passed
+                entity's version (and nothing for an id).
 
         Raises:
-            InvalidQueryError: The model has no ``SoftDeleteMixin``.
+            InvalidQueryError: The model has no ``SoftDeleteMixin``, or ``expected_version``
+                on a model without a version column.
             NotFoundError: No row has that id (within the repository's scope).
+            StaleVersionError: The row is not at the expected version.
         """
         if not self._soft:
             raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
+        expected = self._expected_version(id_or_entity, expected_version)
         id = self._identity(id_or_entity)
+        criteria = [*self._id_criteria(id), *self.scope]
+        version_column = self._version_column
+        if version_column is not None and expected is not None:
+            criteria.append(version_column == expected)
         statement = (
             update(self.model)
-            .where(*self._id_criteria(id), *self.scope)
+            .where(*criteria)
             .values(deleted_at=None)
             .execution_options(include_deleted=True)
         )
         statement = self._bump_version(statement)
         with self._translated(id):
             entity = await self._execute_returning(statement, id)
-        if entity is None:
-            raise NotFoundError(model=self.model, id=id)
+            if entity is None:
+                await self._missing_or_stale(id, expected)
+                raise NotFoundError(model=self.model, id=id)
         return entity
 
     async def delete_where(self, *where: Any, filter_by: FilterInput = None) -> int:

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -299,6 +300,12 @@ async def underlay_cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]
     Redis is used when ``UNDERLAY_TEST_REDIS_URL`` (or the ``underlay_redis_url`` ini
     option) is set; the keys live under a prefix unique to the test and are deleted after
     it, so tests and xdist workers never see each other's entries.
+
+    When the test also uses ``underlay_db``, the cache is that database's cache for the
+    test, as in ``Database(url, cache=cache)``: every commit through its sessions
+    invalidates what it changed, so an app tested with both fixtures behaves as deployed
+    (a cached read after a write returns the new row). The per-test rollback of
+    ``underlay_session`` is unchanged; invalidations of rolled-back writes are harmless.
     """
     # Imported on use: the cache layer (and redis) is only needed by tests that ask for it.
     from underlay.cache import MemoryCache, RedisCache  # noqa: PLC0415
@@ -306,13 +313,35 @@ async def underlay_cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]
     redis_url = _configured(request.config, REDIS_URL_ENV, "underlay_redis_url")
     if redis_url is None:
         async with MemoryCache() as memory:
-            yield memory
+            with _coupled(request, memory):
+                yield memory
         return
     # Glob-safe characters only, so the clean-up below can match the prefix literally.
     prefix = f"underlay-test:{_worker()}:{uuid.uuid4().hex}:"
     async with RedisCache(redis_url, prefix=prefix) as redis_cache:
-        yield redis_cache
+        with _coupled(request, redis_cache):
+            yield redis_cache
     await _delete_prefixed(redis_url, prefix)
+
+
+@contextmanager
+def _coupled(request: pytest.FixtureRequest, cache: Cache) -> Iterator[None]:
+    if "underlay_db" not in request.fixturenames:
+        yield
+        return
+    database: Database = request.getfixturevalue("underlay_db")
+    if database.cache is not None:  # the user's own underlay_db came with its cache
+        yield
+        return
+    from underlay.cache._attach import attach  # noqa: PLC0415 - the cache layer is optional
+
+    database.cache = cache
+    detach = attach(database)
+    try:
+        yield
+    finally:
+        detach()
+        database.cache = None
 
 
 async def _delete_prefixed(url: str, prefix: str) -> None:
