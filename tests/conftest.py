@@ -15,6 +15,24 @@ from tests import services
 from underlay import Database
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=bool(os.environ.get("UNDERLAY_RUN_SLOW")),
+        help="also run tests marked slow (full-size stress variants; UNDERLAY_RUN_SLOW=1)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow (or set UNDERLAY_RUN_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @dataclass(frozen=True)
 class Backend:
     """A database backend the integration tests run against."""

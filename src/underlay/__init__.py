@@ -11,6 +11,7 @@ from underlay.database import (
 )
 from underlay.exceptions import (
     ConflictError,
+    ConnectionLostError,
     ConstraintError,
     DuplicateError,
     ForeignKeyError,
@@ -19,6 +20,7 @@ from underlay.exceptions import (
     MissingDependencyError,
     MultipleResultsError,
     NotFoundError,
+    PoolTimeoutError,
     ReadOnlySessionError,
     SerializationError,
     StaleVersionError,
@@ -59,6 +61,7 @@ __all__ = [
     "AuditMixin",
     "Base",
     "ConflictError",
+    "ConnectionLostError",
     "ConstraintError",
     "CursorPage",
     "Database",
@@ -72,6 +75,7 @@ __all__ = [
     "MultipleResultsError",
     "NotFoundError",
     "Page",
+    "PoolTimeoutError",
     "ReadOnlySessionError",
     "ReplicaStats",
     "Repository",

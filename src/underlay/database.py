@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
-from underlay.exceptions import ReadOnlySessionError, translate_error
+from underlay.exceptions import ConnectionLostError, ReadOnlySessionError, translate_error
 from underlay.models._lazy import RAISE_ON_LAZY_LOAD, enable_raise_on_lazy_load
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
 from underlay.models._versioning import VersionCheckedSession, enable_versioning
@@ -117,14 +117,26 @@ class DatabaseSession(AsyncSession):
         try:
             await super().flush(objects)
         except SQLAlchemyError as exc:
-            raise _translated(exc) from exc
+            raise _translated(exc, self.bind) from exc
 
     async def commit(self) -> None:
-        """Commit, then await the callbacks scheduled for after this commit."""
+        """Commit, then await the callbacks scheduled for after this commit.
+
+        Raises:
+            ConnectionLostError: The connection broke; ``outcome_unknown`` is true when it
+                broke during ``COMMIT`` itself (the server may have committed).
+        """
+        # flushed first: a connection lost while flushing certainly committed nothing
+        await self.flush()
         try:
             await super().commit()
+        except ConnectionLostError as exc:
+            raise ConnectionLostError(outcome_unknown=True) from exc
         except SQLAlchemyError as exc:
-            raise _translated(exc) from exc
+            error = _translated(exc, self.bind)
+            if isinstance(error, ConnectionLostError):
+                raise ConnectionLostError(outcome_unknown=True) from exc
+            raise error from exc
         # Read after the commit: the commit's own flush is what usually writes.
         if self.sync_session.info.pop(_WROTE_KEY, False):
             database = self.sync_session.info.get(_DATABASE_KEY)
@@ -203,8 +215,8 @@ def _session_class(*, tenant_rls: bool, replicas: bool) -> type[Session]:
     return session_class
 
 
-def _translated(exc: SQLAlchemyError) -> BaseException:
-    return translate_error(exc) or exc
+def _translated(exc: SQLAlchemyError, bind: Any = None) -> BaseException:
+    return translate_error(exc, pool=getattr(bind, "pool", None)) or exc
 
 
 class Database:
@@ -397,7 +409,7 @@ class Database:
         except BaseException as exc:
             await _shielded(_rollback_and_close(session))
             if isinstance(exc, SQLAlchemyError):
-                raise _translated(exc) from exc
+                raise _translated(exc, self.engine) from exc
             raise
         else:
             await _shielded(session.close())
@@ -611,6 +623,11 @@ def _ping_idle_connections(engine: AsyncEngine, *, idle: float) -> None:
 
     @event.listens_for(sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        is_closed = getattr(getattr(dbapi_connection, "driver_connection", None), "is_closed", None)
+        if callable(is_closed) and is_closed():
+            # the server closed it while it sat in the pool (a restart, a killed backend):
+            # known without a round trip, so also within the idle window
+            raise DisconnectionError("the pooled connection was closed by the server")
         returned_at = record.info.get(_RETURNED_AT)
         if returned_at is None:
             return  # a new connection

@@ -13,6 +13,8 @@ Every error underlay raises derives from :class:`UnderlayError`::
     ├── ConstraintError (ValueError)         a NOT NULL or CHECK constraint rejected a value
     ├── InvalidQueryError (ValueError)       a query built from bad input, refused before any SQL
     ├── TenantRequiredError                  a tenant model used with no tenant set
+    ├── ConnectionLostError (ConnectionError) the connection broke mid-transaction or at COMMIT
+    ├── PoolTimeoutError (TimeoutError)      no pooled connection became free in time
     ├── LazyLoadError (RuntimeError)         a lazy load in async code, refused (no hidden IO)
     ├── ReadOnlySessionError                 a write in a session opened with readonly=True
     └── MissingDependencyError (ImportError) an optional extra is not installed
@@ -33,6 +35,7 @@ from sqlalchemy.orm import exc as orm_exc
 
 __all__ = [
     "ConflictError",
+    "ConnectionLostError",
     "ConstraintError",
     "DuplicateError",
     "ForeignKeyError",
@@ -41,6 +44,7 @@ __all__ = [
     "MissingDependencyError",
     "MultipleResultsError",
     "NotFoundError",
+    "PoolTimeoutError",
     "ReadOnlySessionError",
     "SerializationError",
     "StaleVersionError",
@@ -212,6 +216,78 @@ class InvalidQueryError(UnderlayError, ValueError):
     """
 
 
+class ConnectionLostError(UnderlayError, ConnectionError):
+    """Raised when the connection to the database broke during a statement or a commit.
+
+    The transaction is gone: its uncommitted work was rolled back by the server, and the
+    connection is discarded from the pool (the next session gets a fresh one). When the
+    connection broke during ``COMMIT``, ``outcome_unknown`` is true: the server may have
+    committed the transaction before the connection died, so check before you retry
+    anything that is not idempotent.
+
+    Attributes:
+        outcome_unknown: Whether the break happened while committing.
+    """
+
+    def __init__(self, message: str | None = None, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        if message is None:
+            if outcome_unknown:
+                message = (
+                    "The database connection was lost during COMMIT: the transaction may or "
+                    "may not have been committed; check its effects before retrying."
+                )
+            else:
+                message = (
+                    "The database connection was lost; the transaction was not committed. "
+                    "Run the unit of work again."
+                )
+        super().__init__(message)
+
+
+class PoolTimeoutError(UnderlayError, TimeoutError):
+    """Raised when no pooled connection became free within the pool's timeout.
+
+    Every connection is checked out by other sessions: raise ``pool_size`` /
+    ``max_overflow`` or make transactions shorter.
+
+    Attributes:
+        pool_size: Connections the pool keeps, when known.
+        max_overflow: Extra connections it may open beyond ``pool_size``, when known.
+        timeout: Seconds waited, when known.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.timeout = timeout
+        if message is None:
+            size = "all" if pool_size is None else f"all {pool_size}"
+            extra = "" if max_overflow is None else f" (+{max_overflow} overflow)"
+            waited = "" if timeout is None else f" within {timeout:g} s"
+            message = (
+                f"No database connection became free{waited}: {size} pooled connections"
+                f"{extra} are in use. Raise pool_size / max_overflow or shorten transactions."
+            )
+        super().__init__(message)
+
+
+def _pool_timeout_error(pool: Any) -> PoolTimeoutError:
+    """Return the `PoolTimeoutError` for an exhausted SQLAlchemy ``pool`` (sizes read off it)."""
+    size, timeout = getattr(pool, "size", None), getattr(pool, "timeout", None)
+    return PoolTimeoutError(
+        pool_size=size() if callable(size) else None,
+        timeout=timeout() if callable(timeout) else None,
+    )
+
+
 class LazyLoadError(UnderlayError, RuntimeError):
     """Raised when async code reads a relationship or attribute that is not loaded.
 
@@ -344,7 +420,7 @@ def _constraint_name(orig: BaseException | None) -> str | None:
 
 
 def translate_error(
-    exc: BaseException, *, model: type[Any] | None = None, id: Any = None
+    exc: BaseException, *, model: type[Any] | None = None, id: Any = None, pool: Any = None
 ) -> UnderlayError | None:
     """Map a SQLAlchemy or driver error to the most specific underlay error.
 
@@ -352,6 +428,7 @@ def translate_error(
         exc: The exception raised by SQLAlchemy or the driver.
         model: The mapped class involved, when the caller knows it.
         id: The primary key involved, when the caller knows it.
+        pool: The engine's connection pool, to name its size in a `PoolTimeoutError`.
 
     Returns:
         The underlay error to raise (``raise translated from exc``), or ``None`` when the error
@@ -362,18 +439,11 @@ def translate_error(
         >>> type(translate_error(StaleDataError("boom"))).__name__
         'StaleVersionError'
     """
-    if isinstance(exc, UnderlayError):
-        return exc
-    if isinstance(exc, sa_exc.StatementError) and isinstance(exc.orig, UnderlayError):
-        return exc.orig  # raised by our own code inside SQLAlchemy (a column default)
-    if isinstance(exc, orm_exc.StaleDataError):
-        return StaleVersionError(model=model, id=id)
-    if isinstance(exc, sa_exc.NoResultFound):
-        return NotFoundError(model=model, id=id)
-    if isinstance(exc, sa_exc.MultipleResultsFound):
-        return MultipleResultsError(model=model)
     if not isinstance(exc, sa_exc.DBAPIError):
-        return None
+        return _translate_other(exc, model=model, id=id, pool=pool)
+    if exc.connection_invalidated:
+        # the dialect classified the driver error as a disconnect
+        return ConnectionLostError()
     orig = exc.orig
     kind, detail = _classify(orig)
     if kind is None:
@@ -401,6 +471,24 @@ def translate_error(
         model=model,
         id=id,
     )
+
+
+def _translate_other(
+    exc: BaseException, *, model: type[Any] | None, id: Any, pool: Any
+) -> UnderlayError | None:
+    if isinstance(exc, UnderlayError):
+        return exc
+    if isinstance(exc, sa_exc.StatementError) and isinstance(exc.orig, UnderlayError):
+        return exc.orig  # raised by our own code inside SQLAlchemy (a column default)
+    if isinstance(exc, orm_exc.StaleDataError):
+        return StaleVersionError(model=model, id=id)
+    if isinstance(exc, sa_exc.NoResultFound):
+        return NotFoundError(model=model, id=id)
+    if isinstance(exc, sa_exc.MultipleResultsFound):
+        return MultipleResultsError(model=model)
+    if isinstance(exc, sa_exc.TimeoutError):
+        return _pool_timeout_error(pool)
+    return None
 
 
 def _classify(orig: BaseException | None) -> tuple[type[UnderlayError] | None, str]:

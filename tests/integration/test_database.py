@@ -6,11 +6,10 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import Backend
 from tests.integration.models import Post, User
-from underlay import Database, DatabaseSession, call_after_commit
+from underlay import ConnectionLostError, Database, DatabaseSession, call_after_commit
 
 
 class TestSessionScope:
@@ -150,13 +149,13 @@ class TestPrePing:
     async def test_without_pre_ping_the_dead_connection_fails(
         self, backend: Backend, db: Database
     ) -> None:
-        """The control: with pre-ping off, the first use of the killed connection fails."""
+        """The control: with pre-ping off, the first use of the killed connection fails (typed)."""
         if not backend.is_postgres:
             pytest.skip("needs a server that can terminate another session's connection")
         small = Database(backend.url, pool_size=1, max_overflow=0, pool_pre_ping=False)
         try:
             await self._kill_pooled_connection(small, db)
-            with pytest.raises(DBAPIError):
+            with pytest.raises(ConnectionLostError):
                 async with small.session() as session:
                     await session.execute(text("SELECT 1"))
         finally:

@@ -6,18 +6,25 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import Select, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm import LoaderCriteriaOption, Mapper, Session
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
-from underlay.cache._codec import JSONCodec, schema_fingerprint
-from underlay.cache._keys import format_id, lists_namespace, row_namespace, rows_namespace
+from underlay.cache._keys import (
+    format_id,
+    lists_namespace,
+    row_namespace,
+    rows_namespace,
+    schema_identity,
+)
 from underlay.cache._protocol import Cache
-from underlay.exceptions import NotFoundError
+from underlay.exceptions import InvalidQueryError, NotFoundError
 from underlay.repository import SQLAlchemyRepository
+from underlay.repository._coerce import canonical_identity
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
@@ -25,7 +32,6 @@ __all__ = ["CachedRepository"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_KEY_CODEC = JSONCodec()
 # Compiled entity scopes shared by instances of one repository class, per dialect.
 _CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[str, set[FromClause]]]] = {}
 _MAX_SCOPES = 256
@@ -114,7 +120,7 @@ class CachedRepository(Generic[SchemaT]):
         self.schema = schema
         self.ttl = ttl
         self.mapper: Mapper[Any] = inspect(repository.model)
-        self._fingerprint = schema_fingerprint(schema)
+        self._fingerprint = schema_identity(schema)
         self._table = self.mapper.base_mapper.local_table
         self._scopes: dict[tuple[Any, ...], tuple[str, set[FromClause]]] = {}
         self._dependencies: tuple[FromClause, ...] = tuple(
@@ -130,22 +136,41 @@ class CachedRepository(Generic[SchemaT]):
     ) -> SchemaT | None:
         """Return the entity with primary key ``id`` as ``schema``, or ``None``.
 
+        The entry is keyed by the canonical key, so every spelling of one id (``5``,
+        ``"5"``; a UUID in upper case) reads and invalidates the same entry. Reads whose
+        ``options`` carry loader criteria (``with_loader_criteria``,
+        ``relationship.and_(...)``) are not cached: they go to the database every time.
+
         Args:
             id: The primary key (a tuple for a composite key).
             options: Loader options, such as ``selectinload(User.posts)`` for a schema that
                 includes the relationship (list its model in ``depends_on``).
             include_deleted: Also return a soft-deleted row.
+
+        Raises:
+            InvalidQueryError: ``id`` does not fit the primary key (nothing is read).
         """
-        key, namespaces, tables = self._entity_entry(id, options, include_deleted)
+        ident = self._canonical_id(id)
+        key, namespaces, tables = self._entity_entry(ident, options, include_deleted)
 
         async def load() -> Any:
-            entity = await self.repository.get(id, options=options, include_deleted=include_deleted)
+            entity = await self.repository.get(
+                ident, options=options, include_deleted=include_deleted
+            )
             if entity is None:
                 return None
             return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
 
-        value = await self._read(key, load, tables, namespaces)
-        return None if value is None else self.schema.model_validate(value)
+        cacheable = _cacheable(options)
+        value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
+        if value is None:
+            return None
+        try:
+            return self.schema.model_validate(value)
+        except ValidationError:
+            # an entry the schema no longer accepts is a miss: drop it and read again
+            value = await self._reread(key, load, tables, namespaces, cacheable=cacheable)
+            return None if value is None else self.schema.model_validate(value)
 
     async def get_many(
         self, ids: Iterable[Any], *, options: Sequence[Any] = (), include_deleted: bool = False
@@ -161,15 +186,19 @@ class CachedRepository(Generic[SchemaT]):
             include_deleted: Also return soft-deleted rows.
 
         Returns:
-            A mapping of each id that has a row to its schema.
+            A mapping of each id that has a row (as its canonical key: ``"5"`` gives ``5``)
+            to its schema.
 
         Raises:
-            TypeError: The model has a composite primary key.
+            InvalidQueryError: The model has a composite primary key, or an id does not
+                fit the key column (nothing is read).
         """
         if len(self.mapper.primary_key) != 1:
-            raise TypeError("get_many needs a single-column primary key; use get per id")
+            raise InvalidQueryError("get_many needs a single-column primary key; use get per id")
         column = self.mapper.primary_key[0]
-        wanted = list(dict.fromkeys(ids))
+        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+            raise InvalidQueryError(f"ids must be an iterable of keys, not {type(ids).__name__}.")
+        wanted = list(dict.fromkeys(self._canonical_id(ident) for ident in ids))
         entries = {ident: self._entity_entry(ident, options, include_deleted) for ident in wanted}
         by_key = {key: ident for ident, (key, _, _) in entries.items()}
         tables = set().union(*(tables for _, _, tables in entries.values())) if entries else set()
@@ -190,7 +219,7 @@ class CachedRepository(Generic[SchemaT]):
                     ).model_dump(mode="json")
             return found
 
-        fill = self._fill_policy(tables)
+        fill = self._fill_policy(tables) if _cacheable(options) else None
         if fill is None:
             values = await load(list(by_key))
         else:
@@ -200,11 +229,21 @@ class CachedRepository(Generic[SchemaT]):
                 ttl=self.ttl,
                 fill=fill,
             )
-        return {
-            by_key[key]: self.schema.model_validate(value)
-            for key, value in values.items()
-            if value is not None
-        }
+        found: dict[Any, SchemaT] = {}
+        rejected: list[str] = []
+        for key, value in values.items():
+            if value is not None:
+                try:
+                    found[by_key[key]] = self.schema.model_validate(value)
+                except ValidationError:
+                    rejected.append(key)
+        if rejected:
+            # entries the schema no longer accepts are misses: drop them, read the rows
+            await self.cache.delete(*rejected)
+            for key, value in (await self._detached(load)(rejected)).items():
+                if value is not None:
+                    found[by_key[key]] = self.schema.model_validate(value)
+        return {ident: found[ident] for ident in wanted if ident in found}
 
     async def get_one(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
@@ -232,7 +271,12 @@ class CachedRepository(Generic[SchemaT]):
         """Return the entities matching the criteria as ``schema``; arguments as the repository's.
 
         Any committed insert, update or delete of the model (or of a ``depends_on`` model)
-        invalidates every cached list of it.
+        invalidates every cached list of it. Reads with loader criteria in ``options`` are
+        not cached (see `get`).
+
+        Raises:
+            InvalidQueryError: Bad sort or filter fields or values, or a bad ``limit`` /
+                ``offset`` (nothing is read).
         """
         statement = self.repository.select_statement(
             *where,
@@ -261,8 +305,15 @@ class CachedRepository(Generic[SchemaT]):
                 for entity in entities
             ]
 
-        values = await self._read(key, load, tables, {lists_namespace(t) for t in tables})
-        return [self.schema.model_validate(value) for value in values]
+        namespaces = {lists_namespace(t) for t in tables}
+        cacheable = _cacheable(options)
+        values = await self._read(key, load, tables, namespaces, cacheable=cacheable)
+        try:
+            return [self.schema.model_validate(value) for value in values]
+        except ValidationError:
+            # an entry the schema no longer accepts is a miss: drop it and read again
+            values = await self._reread(key, load, tables, namespaces, cacheable=cacheable)
+            return [self.schema.model_validate(value) for value in values]
 
     async def invalidate(self, *ids: Any) -> None:
         """Invalidate cached entries of this model, for writers that bypass underlay.
@@ -270,10 +321,14 @@ class CachedRepository(Generic[SchemaT]):
         Args:
             *ids: Primary keys whose entries to drop (and every list). With none, every
                 entry of the model is dropped.
+
+        Raises:
+            InvalidQueryError: An id does not fit the primary key (nothing is invalidated).
         """
         names = {lists_namespace(table) for table in self.mapper.tables}
         if ids:
-            names.update(row_namespace(self.mapper, ident) for ident in ids)
+            canonical = [self._canonical_id(ident) for ident in ids]
+            names.update(row_namespace(self.mapper, ident) for ident in canonical)
         else:
             names.update(rows_namespace(table) for table in self.mapper.tables)
         await self.cache.bump_namespace(*names)
@@ -281,7 +336,7 @@ class CachedRepository(Generic[SchemaT]):
     def _entity_entry(
         self, id: Any, options: Sequence[Any], include_deleted: bool
     ) -> tuple[str, set[str], set[FromClause]]:
-        """Return the key, namespaces and tables of one entity's entry."""
+        """Return the key, namespaces and tables of the entry of the canonical key ``id``."""
         memo = (include_deleted, *(_describe(option) for option in options))
         scopes = self._scopes
         if self._class_wide_scope():
@@ -299,8 +354,7 @@ class CachedRepository(Generic[SchemaT]):
                 scopes.clear()
             scopes[memo] = (self._digest(scope, options), self._tables(scope))
         digest, tables = scopes[memo]
-        ident = _KEY_CODEC.encode(id).decode()
-        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{ident}"
+        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{format_id(id)}"
         namespaces = {
             row_namespace(self.mapper, id),
             *(rows_namespace(table) for table in self.mapper.tables),
@@ -347,19 +401,48 @@ class CachedRepository(Generic[SchemaT]):
 
         return detached
 
+    def _canonical_id(self, id: Any) -> Any:
+        values = canonical_identity(self.mapper, id)
+        return values[0] if len(values) == 1 else values
+
     async def _read(
         self,
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
         namespaces: set[str],
+        *,
+        cacheable: bool,
     ) -> Any:
-        fill = self._fill_policy(tables)
+        fill = self._fill_policy(tables) if cacheable else None
         if fill is None:
             return await load()
         return await self.cache.load(
             key, self._detached(load), ttl=self.ttl, namespaces=namespaces, fill=fill
         )
+
+    async def _reread(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        tables: set[FromClause],
+        namespaces: set[str],
+        *,
+        cacheable: bool,
+    ) -> Any:
+        """Drop the entry ``key`` (its payload failed the schema) and read it again."""
+        await self.cache.delete(key)
+        value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
+        try:
+            if isinstance(value, list):
+                for item in value:
+                    self.schema.model_validate(item)
+            elif value is not None:
+                self.schema.model_validate(value)
+        except ValidationError:
+            # the delete did not take (an unreachable cache): the database decides
+            return await self._detached(load)()
+        return value
 
     def _snapshot_may_lag(self) -> bool:
         """Whether the session's reads may come from a snapshot older than now."""
@@ -397,6 +480,21 @@ def _holds_rows_of(session: Session, tables: set[FromClause]) -> bool:
             if tables.intersection(inspect(cls).tables):
                 return True
     return False
+
+
+def _cacheable(options: Sequence[Any]) -> bool:
+    """Whether no option carries loader criteria (which change the rows a read returns).
+
+    ``with_loader_criteria(...)`` and ``relationship.and_(...)`` may hold any expression,
+    lambdas included, so such reads are not cached rather than keyed on a guess.
+    """
+    for option in options:
+        if isinstance(option, LoaderCriteriaOption):
+            return False
+        for item in getattr(option, "context", ()):
+            if getattr(item, "_extra_criteria", ()):
+                return False
+    return True
 
 
 def _describe(option: Any) -> str:

@@ -94,6 +94,32 @@ def _decimal(value: Any, field: str) -> Decimal:
     return number
 
 
+def _bounded_decimal(impl: Any, value: Any, field: str) -> Decimal:
+    number = _decimal(value.strip() if isinstance(value, str) else value, field)
+    precision = getattr(impl, "precision", None)
+    if isinstance(precision, int) and number:
+        # NUMERIC(p, s) holds p - s digits before the point; more is an error in SQL
+        whole = precision - (getattr(impl, "scale", None) or 0)
+        _sign, digits, exponent = number.as_tuple()
+        if isinstance(exponent, int) and len(digits) + exponent > whole:
+            raise _refuse(field, value, f"a number with at most {whole} whole digits")
+    return number
+
+
+def _text(impl: Any, value: str, field: str) -> str:
+    length = getattr(impl, "length", None)
+    if isinstance(length, int) and len(value) > length:
+        raise _refuse(field, value, f"text of at most {length} characters")
+    if "\x00" in value:
+        raise _refuse(field, value, "text without NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _refuse(field, value, "text without lone surrogates") from None
+    return value
+
+
 def _float(value: Any, field: str) -> float:
     number = float(_decimal(value.strip() if isinstance(value, str) else value, field))
     if not math.isfinite(number):
@@ -204,9 +230,9 @@ def coerce_value(column: Column[Any], value: Any, *, field: str) -> Any:
     if kind is None:
         raise InvalidQueryError(f"Field {field!r} cannot be compared with a value.")
     if kind is str:
-        if isinstance(value, str):
-            return value
-        raise _refuse(field, value, "text")
+        if not isinstance(value, str):
+            raise _refuse(field, value, "text")
+        return _text(impl, value, field)
     if issubclass(kind, enum.Enum):
         return _enum(column, kind, value, field)
     if kind is int:
@@ -214,7 +240,7 @@ def coerce_value(column: Column[Any], value: Any, *, field: str) -> Any:
     if kind is float:
         return _float(value, field)
     if kind is Decimal:
-        return _decimal(value.strip() if isinstance(value, str) else value, field)
+        return _bounded_decimal(impl, value, field)
     if kind is datetime:
         return _datetime(column, value, field)
     coerce = _SIMPLE.get(kind)

@@ -26,8 +26,10 @@ from underlay.query import (
     check_filterable,
     resolve_filter,
 )
+from underlay.repository._coerce import canonical_identity
 from underlay.repository._query import (
     check_fields,
+    coerce_values,
     column_map,
     mapper_of,
     values_dict,
@@ -125,19 +127,25 @@ class RepositoryBase(Generic[ModelT]):
         return issubclass(self.model, SoftDeleteMixin)
 
     def _id_criteria(self, id: Any) -> list[ColumnElement[bool]]:
-        columns = self._mapper.primary_key
-        values = id if isinstance(id, tuple) else (id,)
-        if len(values) != len(columns):
-            raise InvalidQueryError(
-                f"{self.model.__name__} has a primary key of {len(columns)} column(s); got {id!r}."
-            )
-        return [column == value for column, value in zip(columns, values, strict=True)]
+        values = canonical_identity(self._mapper, id)
+        return [
+            column == value for column, value in zip(self._mapper.primary_key, values, strict=True)
+        ]
+
+    def _canonical_id(self, id: Any) -> Any:
+        """Return ``id`` coerced to the key columns' types: a value, or a tuple if composite.
+
+        Raises:
+            InvalidQueryError: The id does not fit the primary key (before any SQL).
+        """
+        values = canonical_identity(self._mapper, id)
+        return values[0] if len(values) == 1 else values
 
     def _identity(self, id_or_entity: Any) -> Any:
         if isinstance(id_or_entity, self.model):
             key = self._mapper.primary_key_from_instance(id_or_entity)
             return key[0] if len(key) == 1 else tuple(key)
-        return id_or_entity
+        return self._canonical_id(id_or_entity)
 
     @contextmanager
     def _translated(self, id: Any = None) -> Iterator[None]:
@@ -145,7 +153,8 @@ class RepositoryBase(Generic[ModelT]):
         try:
             yield
         except SQLAlchemyError as exc:
-            error = translate_error(exc, model=self.model, id=id)
+            pool = getattr(self.session.bind, "pool", None)
+            error = translate_error(exc, model=self.model, id=id, pool=pool)
             if error is None:
                 raise
             raise error from exc
@@ -208,7 +217,7 @@ class RepositoryBase(Generic[ModelT]):
 
     def _entity_from(self, value: ModelT | BaseModel) -> ModelT:
         if isinstance(value, BaseModel):
-            return self.model(**values_dict(self.model, value))
+            return self.model(**coerce_values(self.model, values_dict(self.model, value)))
         if not isinstance(value, self.model):
             raise InvalidQueryError(
                 f"Expected a {self.model.__name__} or a Pydantic model, got {type(value).__name__}."

@@ -17,11 +17,26 @@ from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 
 from underlay.exceptions import InvalidQueryError
+from underlay.repository._coerce import (
+    ValueRefused,
+    all_canonical,
+    column_coercer,
+    passthrough,
+)
 from underlay.repository._query import column_map, values_dict
 from underlay.tenancy._context import inside_all_tenants
 from underlay.tenancy._mixins import TenantMixin
 
-__all__ = ["RowReader", "group_rows", "python_default", "row_layout"]
+__all__ = [
+    "RowReader",
+    "coerce_groups",
+    "coerce_rows",
+    "group_rows",
+    "in_key_order",
+    "iterable_rows",
+    "python_default",
+    "row_layout",
+]
 
 
 class RowReader:
@@ -107,6 +122,98 @@ def group_rows(
             last = keys
         append(row)
     return list(groups.values())
+
+
+def coerce_groups(
+    model: type[Any], groups: list[list[Mapping[str, Any]]]
+) -> list[list[Mapping[str, Any]]]:
+    """Coerce every value of grouped rows to its column's type, before any SQL.
+
+    A row whose values all come back unchanged (the usual case) is kept as it is; a row
+    with a converted value (``"7"`` for an integer column) is copied, never modified.
+
+    Raises:
+        InvalidQueryError: A value does not fit its column; the message names the column
+            and the value.
+    """
+    columns = column_map(model)
+    coerced_groups = []
+    for group in groups:
+        coercers = [
+            (key, coerce)
+            for key in group[0]
+            if (coerce := column_coercer(columns[key])) is not passthrough
+        ]
+        if coercers:
+            coercers = [
+                (key, coerce)
+                for key, coerce in coercers
+                if not all_canonical(
+                    columns[key], [value for row in group if (value := row[key]) is not None]
+                )
+            ]
+        result = group
+        for index, row in enumerate(group if coercers else ()):
+            copy: dict[str, Any] | None = None
+            for key, coerce in coercers:
+                value = row[key]
+                if value is None:
+                    continue
+                try:
+                    new = coerce(value)
+                except ValueRefused as refused:
+                    raise InvalidQueryError(
+                        f"Invalid value for {model.__name__}.{key}: {refused.reason}."
+                    ) from None
+                if new is not value:
+                    if copy is None:
+                        copy = dict(row)
+                    copy[key] = new
+            if copy is not None:
+                if result is group:
+                    result = list(group)
+                result[index] = copy
+        coerced_groups.append(result)
+    return coerced_groups
+
+
+def iterable_rows(rows: Any) -> Iterable[Any]:
+    """Return ``rows`` if it can be a collection of rows (not a mapping, string or scalar).
+
+    Raises:
+        InvalidQueryError: ``rows`` is a single mapping or model, a string or not iterable.
+    """
+    if isinstance(rows, Mapping | BaseModel | str | bytes) or not isinstance(rows, Iterable):
+        raise InvalidQueryError(
+            f"rows must be an iterable of mappings or models, not {type(rows).__name__}."
+        )
+    return rows
+
+
+def coerce_rows(model: type[Any], rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`coerce_groups` for rows with mixed key sets, keeping their order."""
+    positions: dict[frozenset[str], list[int]] = {}
+    for index, row in enumerate(rows):
+        positions.setdefault(frozenset(row), []).append(index)
+    result = list(rows)
+    for indices in positions.values():
+        (coerced,) = coerce_groups(model, [[rows[index] for index in indices]])
+        for index, row in zip(indices, coerced, strict=True):
+            result[index] = row
+    return result
+
+
+def in_key_order(merged: Mapping[Any, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Return the rows of ``merged`` (keyed by conflict values) sorted by key.
+
+    Concurrent upserts that lock the same keys in one order cannot deadlock each other.
+    """
+    try:
+        keys = sorted(merged, key=lambda key: [(value is None, value) for value in key])
+    except TypeError:
+        # keys that do not compare (position placeholders, mixed types): keep the order
+        return list(merged.values())
+    return [merged[key] for key in keys]
 
 
 def python_default(column: Column[Any]) -> Any:

@@ -23,7 +23,8 @@ from underlay.query import (
     check_filterable,
     resolve_filter,
 )
-from underlay.repository._query import column_map, mapper_of, values_dict
+from underlay.repository._coerce import canonical_identity, check_count
+from underlay.repository._query import coerce_values, column_map, mapper_of, values_dict
 from underlay.typing import ModelT
 
 __all__ = ["InMemoryRepository"]
@@ -125,7 +126,11 @@ class InMemoryRepository(Generic[ModelT]):
         return values[0] if len(values) == 1 else values
 
     def _identity(self, id_or_entity: Any) -> Any:
-        return self._key(id_or_entity) if isinstance(id_or_entity, self.model) else id_or_entity
+        if isinstance(id_or_entity, self.model):
+            return self._key(id_or_entity)
+        # the same coercion as the SQL repository: "5" finds 5, 1.5 and True are refused
+        values = canonical_identity(mapper_of(self.model), id_or_entity)
+        return values[0] if len(values) == 1 else values
 
     def _live(self, entity: Any, include_deleted: bool) -> bool:
         return include_deleted or not (
@@ -197,6 +202,8 @@ class InMemoryRepository(Generic[ModelT]):
         ]
 
     def _sorted(self, entities: list[ModelT], order_by: str | None) -> list[ModelT]:
+        if order_by is not None and not isinstance(order_by, str):
+            raise InvalidQueryError(f"order_by must be a string, not {type(order_by).__name__}.")
         if not order_by:
             return entities
         for term in reversed([part.strip() for part in order_by.split(",")]):
@@ -205,7 +212,8 @@ class InMemoryRepository(Generic[ModelT]):
                 raise InvalidQueryError(f"Cannot sort {self.model.__name__} by {name!r}.")
             entities = sorted(
                 entities,
-                key=lambda entity, name=name: getattr(entity, name),  # type: ignore[misc]  # bound per loop
+                # NULLs last, as PostgreSQL sorts them
+                key=lambda entity, name=name: _nulls_last(getattr(entity, name)),  # type: ignore[misc]  # bound per loop
                 reverse=term.startswith("-"),
             )
         return entities
@@ -214,14 +222,14 @@ class InMemoryRepository(Generic[ModelT]):
 
     async def get(self, id: Any, *, include_deleted: bool = False) -> ModelT | None:
         """Return the entity with primary key ``id``, or ``None``."""
-        entity = self._rows.get(id)
+        entity = self._rows.get(self._identity(id))
         return entity if entity is not None and self._live(entity, include_deleted) else None
 
     async def get_one(self, id: Any, *, include_deleted: bool = False) -> ModelT:
         """Return the entity with primary key ``id``; raise ``NotFoundError`` if absent."""
         entity = await self.get(id, include_deleted=include_deleted)
         if entity is None:
-            raise NotFoundError(model=self.model, id=id)
+            raise NotFoundError(model=self.model, id=self._identity(id))
         return entity
 
     async def one_or_none(
@@ -244,8 +252,10 @@ class InMemoryRepository(Generic[ModelT]):
         search: str | None = None,
     ) -> list[ModelT]:
         """Return the entities matching every predicate, optionally sorted and sliced."""
+        if limit is not None:
+            limit = check_count(limit, name="limit")
+        start = 0 if offset is None else check_count(offset, name="offset")
         found = self._sorted(self._select(where, include_deleted, filter_by, search), order_by)
-        start = offset or 0
         return found[start : None if limit is None else start + limit]
 
     async def count(
@@ -286,15 +296,18 @@ class InMemoryRepository(Generic[ModelT]):
         """Set the given fields of one entity, checking the version like the SQL repository.
 
         Raises:
-            InvalidQueryError: Unknown or primary-key fields.
+            InvalidQueryError: Unknown or primary-key fields, values or an id that do not
+                fit their columns, or nothing to set.
             StaleVersionError: The entity is not at the expected version.
             NotFoundError: No live entity has that id.
         """
-        data = values_dict(self.model, values)
+        data = coerce_values(self.model, values_dict(self.model, values))
         if any(name in data for name in self._pk):
             raise InvalidQueryError("update() cannot change the primary key.")
         if "version" in data and issubclass(self.model, VersionedMixin):
             expected_version = data.pop("version")
+        if not data:
+            raise InvalidQueryError("update() needs at least one value to set besides the version.")
         entity = await self.get_one(id)
         if expected_version is not None and getattr(entity, "version", None) != expected_version:
             raise StaleVersionError(model=self.model, id=id, expected_version=expected_version)
@@ -357,3 +370,7 @@ class InMemoryRepository(Generic[ModelT]):
         for entity in found:
             await self.delete(entity)
         return len(found)
+
+
+def _nulls_last(value: Any) -> tuple[bool, Any]:
+    return (value is None, value)

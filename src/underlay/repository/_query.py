@@ -20,10 +20,12 @@ from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from underlay.exceptions import InvalidQueryError
 from underlay.query import DEFAULT_LIMITS, FilterLimits, resolve_filter
+from underlay.repository._coerce import coerce_value
 
 __all__ = [
     "SortKey",
     "check_fields",
+    "coerce_values",
     "column_map",
     "filter_criteria",
     "mapper_of",
@@ -222,3 +224,16 @@ def values_dict(model: type[Any], values: Mapping[str, Any] | BaseModel) -> dict
             + "."
         )
     return data
+
+
+def coerce_values(model: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return write values (attribute names, as `values_dict` returns them) coerced to types.
+
+    Raises:
+        InvalidQueryError: A value does not fit its column (see `coerce_value`).
+    """
+    columns = column_map(model)
+    return {
+        key: coerce_value(columns[key], value, field=f"{model.__name__}.{key}")
+        for key, value in data.items()
+    }

@@ -15,6 +15,7 @@ from underlay.exceptions import (
 from underlay.models import SoftDeleteMixin
 from underlay.query import FilterInput
 from underlay.repository import _pagination as pagination
+from underlay.repository._coerce import MAX_BIGINT, canonical_identity, check_count
 from underlay.repository._query import (
     SortKey,
     column_map,
@@ -108,9 +109,14 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             The ``Select``.
 
         Raises:
-            InvalidQueryError: A caller string names an undeclared field, or ``limit`` /
-                ``offset`` is negative.
+            InvalidQueryError: A caller string names an undeclared field, a ``filter_by``
+                value does not fit its column, or ``limit`` / ``offset`` is not an integer
+                from 0 to 2**63 - 1.
         """
+        if limit is not None:
+            limit = check_count(limit, name="limit")
+        if offset is not None:
+            offset = check_count(offset, name="offset")
         statement = select(self.model).where(
             *self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
         )
@@ -118,12 +124,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         if keys:
             statement = statement.order_by(*(key.clause for key in keys))
         if limit is not None:
-            if limit < 0:
-                raise InvalidQueryError(f"limit must not be negative, got {limit}.")
             statement = statement.limit(limit)
         if offset:
-            if offset < 0:
-                raise InvalidQueryError(f"offset must not be negative, got {offset}.")
             statement = statement.offset(offset)
         if options:
             statement = statement.options(*options)
@@ -168,12 +170,16 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
 
         Returns:
             The entity or ``None``.
+
+        Raises:
+            InvalidQueryError: ``id`` does not fit the primary key's types (no SQL is sent).
         """
+        ident = canonical_identity(self._mapper, id)
         options = self._options("get", options)
         with self._translated(id):
             if self.scope:
                 statement = self.select_statement(
-                    *self._id_criteria(id), options=options, include_deleted=include_deleted
+                    *self._id_criteria(ident), options=options, include_deleted=include_deleted
                 )
                 if for_update:
                     statement = statement.with_for_update()
@@ -182,7 +188,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             else:
                 entity = await self.session.get(
                     self.model,
-                    id,
+                    ident,
                     options=options,
                     with_for_update=True if for_update else None,
                     execution_options={"include_deleted": True} if include_deleted else {},
@@ -213,7 +219,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             id, options=options, for_update=for_update, include_deleted=include_deleted
         )
         if entity is None:
-            raise NotFoundError(model=self.model, id=id)
+            raise NotFoundError(model=self.model, id=self._canonical_id(id))
         return entity
 
     async def one_or_none(
@@ -373,11 +379,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                 keys.append(SortKey(columns[name], descending=False, name=name))
         return keys
 
-    def _check_size(self, size: int, name: str) -> None:
-        if not 1 <= size <= self.max_page_size:
-            raise InvalidQueryError(
-                f"{name} must be between 1 and {self.max_page_size}, got {size}."
-            )
+    def _check_size(self, size: Any, name: str) -> int:
+        return check_count(size, name=name, minimum=1, maximum=self.max_page_size)
 
     async def paginate(
         self,
@@ -416,7 +419,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             InvalidQueryError: Bad sort or filter fields, a bad ``limit``, or a cursor that
                 was tampered with, minted elsewhere, or for another ``order_by``.
         """
-        self._check_size(limit, "limit")
+        limit = self._check_size(limit, "limit")
         resolved = self._resolve(filter_by)
         keys = self._keyset_keys(order_by)
         spec = [key.spec for key in keys]
@@ -491,10 +494,10 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         Raises:
             InvalidQueryError: Bad arguments, sort or filter fields.
         """
-        if number < 1:
-            raise InvalidQueryError(f"number must be 1 or more, got {number}.")
-        self._check_size(size, "size")
-        if count not in ("exact", "none"):
+        size = self._check_size(size, "size")
+        # the offset, (number - 1) * size, must fit a BIGINT
+        number = check_count(number, name="number", minimum=1, maximum=MAX_BIGINT // size)
+        if not isinstance(count, str) or count not in ("exact", "none"):
             raise InvalidQueryError(f"count must be 'exact' or 'none', got {count!r}.")
         if order_by is None:
             order_by = list(self._mapper.primary_key)

@@ -58,14 +58,16 @@ def conflict_target(
         InvalidQueryError: A name is not a column attribute, or nothing unique covers
             exactly these columns.
     """
-    if isinstance(conflict_on, str) or not conflict_on:
-        raise InvalidQueryError("conflict_on must be a non-empty list of column names.")
+    if not isinstance(conflict_on, list | tuple) or not conflict_on:
+        raise InvalidQueryError(
+            f"conflict_on must be a non-empty list of column names, not {conflict_on!r:.60}."
+        )
     columns = column_map(model)
     resolved: list[Column[Any]] = []
     for item in conflict_on:
         name = item if isinstance(item, str) else getattr(item, "key", None)
         if not isinstance(name, str) or name not in columns:
-            raise InvalidQueryError(f"{model.__name__} has no column {item!r} to upsert on.")
+            raise InvalidQueryError(f"{model.__name__} has no column {item!r:.60} to upsert on.")
         resolved.append(columns[name])
     table = resolved[0].table
     unique = _unique_sets(table, dialect_name) if isinstance(table, Table) else {}

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import Column, Table, delete, insert, inspect, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -21,14 +22,22 @@ from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
 from underlay.query import FilterInput
 from underlay.repository._base import RepositoryBase
-from underlay.repository._bulk import RowReader, group_rows
+from underlay.repository._bulk import (
+    RowReader,
+    coerce_groups,
+    coerce_rows,
+    group_rows,
+    in_key_order,
+    iterable_rows,
+)
+from underlay.repository._coerce import coerce_value
 from underlay.repository._copy import (
     copy_rows,
     copy_supported,
     driver_insert_layouts,
     executemany_rows,
 )
-from underlay.repository._query import column_map, values_dict
+from underlay.repository._query import coerce_values, column_map, values_dict
 from underlay.repository._upsert import conflict_target, upsert_statement
 from underlay.tenancy._context import current_actor
 from underlay.tenancy._mixins import TenantMixin, deleted_by
@@ -136,12 +145,14 @@ class WriteMethods(RepositoryBase[ModelT]):
             The updated entity.
 
         Raises:
-            InvalidQueryError: Unknown fields, a primary-key field, nothing to set, or a
-                version check on a model without a version column. Raised before any SQL.
+            InvalidQueryError: Unknown fields, a primary-key field, a value or id that does
+                not fit its column, nothing to set (an empty mapping, or only ``version``:
+                also on versioned models, so an empty PATCH never changes the version), or
+                a version check on a model without a version column. Raised before any SQL.
             StaleVersionError: The row exists but is not at ``expected_version``.
             NotFoundError: No live row has that id (within the repository's scope).
         """
-        data = values_dict(self.model, values)
+        data = coerce_values(self.model, values_dict(self.model, values))
         pk_keys = {
             key for key, col in column_map(self.model).items() if col.primary_key and key in data
         }
@@ -158,8 +169,14 @@ class WriteMethods(RepositoryBase[ModelT]):
             expected_version = given
         if expected_version is not None and version_column is None:
             raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
-        if not data and version_column is None:
-            raise InvalidQueryError("update() needs at least one value to set.")
+        if expected_version is not None and version_column is not None:
+            expected_version = coerce_value(
+                version_column, expected_version, field="expected_version"
+            )
+        id = self._canonical_id(id)
+        if not data:
+            # also on versioned models: an empty PATCH must not bump the version (the ETag)
+            raise InvalidQueryError("update() needs at least one value to set besides the version.")
 
         criteria = [*self._id_criteria(id), *self.scope]
         if self._soft:
@@ -230,8 +247,12 @@ class WriteMethods(RepositoryBase[ModelT]):
     ) -> list[ModelT]:
         """Upsert many rows: one statement per batch of rows with the same keys.
 
-        Rows repeating a key are merged first (the last one wins), because one statement
-        cannot touch a row twice. See :meth:`upsert`.
+        Rows repeating a key are merged first (the last one wins, keys compared after
+        coercion to the column types), because one statement cannot touch a row twice.
+        Rows are sent in the order of their conflict keys, so concurrent upserts of
+        overlapping keys lock them in the same order and do not deadlock. Like
+        :meth:`insert_many`, the statements run in a savepoint: if one fails, no row is
+        written and the transaction is as it was before the call. See :meth:`upsert`.
 
         Returns:
             One entity per distinct key, in the order of the rows (a repeated key takes
@@ -242,15 +263,19 @@ class WriteMethods(RepositoryBase[ModelT]):
         columns = column_map(self.model)
         conflict_keys = [next(k for k, c in columns.items() if c is col) for col in target.columns]
         reader = RowReader(self.model, managed=self._version_key, operation="upsert")
-        merged: dict[Any, Mapping[str, Any]] = {}
+        read: list[Mapping[str, Any]] = []
         complete: Any = None
-        for position, raw in enumerate(rows):
+        for raw in iterable_rows(rows):
             row = reader.read(raw)
             if row.keys() != complete:
                 missing = [key for key in conflict_keys if key not in row]
                 if missing:
                     raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
                 complete = row.keys()
+            read.append(row)
+        # merged on coerced values: "5" and 5 are one key
+        merged: dict[Any, Mapping[str, Any]] = {}
+        for position, row in enumerate(coerce_rows(self.model, read)):
             try:
                 identity: Any = tuple(row[key] for key in conflict_keys)
                 hash(identity)
@@ -260,17 +285,28 @@ class WriteMethods(RepositoryBase[ModelT]):
             merged[identity] = row
         version_column = self._version_column
         returned: list[ModelT] = []
+        groups = group_rows(in_key_order(merged), reader)
         with self._translated(None):
-            for group in group_rows(merged.values(), reader):
-                # one statement per key set, the rows as executemany parameters: SQLAlchemy
-                # batches them (insertmanyvalues) and the compiled statement is cached
-                statement = upsert_statement(
-                    self.model, dialect, group[0].keys(), target, version_column=version_column
-                )
-                result = await self.session.execute(
-                    statement, list(group), execution_options={"populate_existing": True}
-                )
-                returned.extend(result.scalars().all())
+            try:
+                # a savepoint: a failed statement leaves the transaction as it was before
+                async with self.session.begin_nested():
+                    for group in groups:
+                        # one statement per key set, the rows as executemany parameters:
+                        # SQLAlchemy batches them (insertmanyvalues), the statement is cached
+                        statement = upsert_statement(
+                            self.model,
+                            dialect,
+                            group[0].keys(),
+                            target,
+                            version_column=version_column,
+                        )
+                        result = await self.session.execute(
+                            statement, list(group), execution_options={"populate_existing": True}
+                        )
+                        returned.extend(result.scalars().all())
+            except BaseException:
+                await self._forget_rolled_back(returned)
+                raise
         if len(returned) < len(merged) and issubclass(self.model, TenantMixin):
             raise DuplicateError(
                 f"An upserted {self.model.__name__} key is taken by a row of another tenant; "
@@ -278,6 +314,16 @@ class WriteMethods(RepositoryBase[ModelT]):
                 model=self.model,
             )
         return self._in_row_order(returned, merged, conflict_keys)
+
+    async def _forget_rolled_back(self, entities: list[ModelT]) -> None:
+        """Put entities loaded by a rolled-back savepoint back to the database's state."""
+        for entity in entities:
+            try:
+                await self.session.refresh(entity)
+            except SQLAlchemyError:
+                # the row was inserted by the rolled-back statement: it does not exist
+                if entity in self.session:
+                    self.session.expunge(entity)
 
     @staticmethod
     def _in_row_order(
@@ -321,6 +367,11 @@ class WriteMethods(RepositoryBase[ModelT]):
         default); otherwise ``"values"``. COPY and the driver executemany are recorded
         with :func:`underlay.database.record_write`, so cache invalidation sees them.
 
+        The rows are checked against their columns' types before any SQL, and written
+        inside a savepoint: if the database refuses a row (a duplicate key, say), none of
+        the rows is inserted and the transaction is as it was before the call, so catching
+        the error and committing keeps everything written earlier in the transaction.
+
         Args:
             rows: Mappings of attribute names, or Pydantic models.
             method: ``"auto"``, ``"values"`` or ``"copy"``.
@@ -329,14 +380,16 @@ class WriteMethods(RepositoryBase[ModelT]):
             The number of rows inserted.
 
         Raises:
-            InvalidQueryError: Unknown fields, a ``version`` field, or ``"copy"`` where the
-                driver is not asyncpg or a default can only be computed in SQL.
-            DuplicateError: A unique constraint rejected a row (nothing is inserted).
+            InvalidQueryError: Unknown fields, a value that does not fit its column, a
+                ``version`` field, or ``"copy"`` where the driver is not asyncpg or a default
+                can only be computed in SQL. Raised before any SQL.
+            DuplicateError: A unique constraint rejected a row (nothing is inserted; the
+                transaction stays usable).
         """
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
         reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
-        groups = group_rows(rows, reader)
+        groups = coerce_groups(self.model, group_rows(iterable_rows(rows), reader))
         if not groups:
             return 0
         count = sum(map(len, groups))
@@ -350,28 +403,42 @@ class WriteMethods(RepositoryBase[ModelT]):
                 "whose defaults are values or Python callables."
             )
         large = method == "auto" and count >= COPY_THRESHOLD
+        # a savepoint: a failed batch leaves the transaction as it was before the call
         with self._translated(None):
-            if method == "copy" or (large and copy_ok):
-                connection = await self.session.connection()
-                await copy_rows(connection, self.model, table, groups)
-                record_write(self.session, self.model)
-                return count
-            layouts = driver_insert_layouts(self.model, table, groups, dialect) if large else None
-            if layouts is not None:
-                connection = await self.session.connection()
-                await executemany_rows(connection, table, groups, layouts)
-                record_write(self.session, self.model)
-                return count
-            statement = insert(table)
-            columns = column_map(self.model)
-            for group in groups:
-                keys = group[0].keys()
-                if all(columns[key].key == key for key in keys):
-                    await self.session.execute(statement, list(group))
-                else:
-                    params = [{columns[k].key: v for k, v in row.items()} for row in group]
-                    await self.session.execute(statement, params)
+            async with self.session.begin_nested():
+                await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
         return count
+
+    async def _insert_groups(
+        self,
+        groups: list[list[Mapping[str, Any]]],
+        *,
+        method: str,
+        large: bool,
+        copy_ok: bool,
+    ) -> None:
+        table = self._mapper.local_table
+        assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
+        if method == "copy" or (large and copy_ok):
+            connection = await self.session.connection()
+            await copy_rows(connection, self.model, table, groups)
+            record_write(self.session, self.model)
+            return
+        layouts = driver_insert_layouts(self.model, table, groups, self._dialect) if large else None
+        if layouts is not None:
+            connection = await self.session.connection()
+            await executemany_rows(connection, table, groups, layouts)
+            record_write(self.session, self.model)
+            return
+        statement = insert(table)
+        columns = column_map(self.model)
+        for group in groups:
+            keys = group[0].keys()
+            if all(columns[key].key == key for key in keys):
+                await self.session.execute(statement, list(group))
+            else:
+                params = [{columns[k].key: v for k, v in row.items()} for row in group]
+                await self.session.execute(statement, params)
 
     # -- delete ---------------------------------------------------------------------------
 
