@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import (
     ForeignKey,
     MetaData,
@@ -42,6 +43,7 @@ from underlay import (
     all_tenants,
     tenant_context,
 )
+from underlay.cache import CachedRepository, MemoryCache
 
 TenantBase = new_base()
 
@@ -542,3 +544,35 @@ class TestRowLevelSecurity:
             async with tdb.engine.begin() as conn:
                 await conn.execute(text(f'DROP OWNED BY "{role}"'))
                 await conn.execute(text(f'DROP ROLE "{role}"'))
+
+
+class DocOut(BaseModel):
+    id: int
+    tenant_id: str
+    title: str
+
+
+class TestCache:
+    async def test_cached_reads_never_cross_tenants(self, tdb: Database) -> None:
+        """A row cached for tenant A is never served to B, nor to a task without a tenant."""
+        cache = MemoryCache()
+        cached_db = Database(tdb.url, cache=cache)
+        try:
+            with tenant_context("a"):
+                async with cached_db.session() as session:
+                    repo = CachedRepository(DocRepository(session), cache, schema=DocOut)
+                    assert (await repo.get(1)) is not None  # filled for tenant a
+                    assert [d.id for d in await repo.list_all()] == A_IDS
+            with tenant_context("b"):
+                async with cached_db.session() as session:
+                    repo = CachedRepository(DocRepository(session), cache, schema=DocOut)
+                    assert await repo.get(1) is None
+                    assert [d.id for d in await repo.list_all()] == B_IDS
+            async with cached_db.session() as session:
+                repo = CachedRepository(DocRepository(session), cache, schema=DocOut)
+                with pytest.raises(TenantRequiredError):
+                    await repo.get(1)
+                with pytest.raises(TenantRequiredError):
+                    await repo.list_all()
+        finally:
+            await cached_db.dispose()

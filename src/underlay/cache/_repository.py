@@ -25,6 +25,7 @@ from underlay.cache._protocol import Cache
 from underlay.exceptions import InvalidQueryError, NotFoundError
 from underlay.repository import SQLAlchemyRepository
 from underlay.repository._coerce import canonical_identity
+from underlay.tenancy._context import tenant_key
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
@@ -288,7 +289,10 @@ class CachedRepository(Generic[SchemaT]):
             filter_by=filter_by,
         )
         tables = self._tables(statement)
-        key = f"l:{self._table.fullname}:{self._digest(statement, options)}:{self._fingerprint}"
+        key = (
+            f"l:{self._table.fullname}:{self._digest(statement, options)}:{self._fingerprint}"
+            f"{tenant_key(tables)}"
+        )
 
         async def load() -> Any:
             entities = await self.repository.list_all(
@@ -354,7 +358,10 @@ class CachedRepository(Generic[SchemaT]):
                 scopes.clear()
             scopes[memo] = (self._digest(scope, options), self._tables(scope))
         digest, tables = scopes[memo]
-        key = f"e:{self._table.fullname}:{digest}:{self._fingerprint}:{format_id(id)}"
+        key = (
+            f"e:{self._table.fullname}:{digest}:{self._fingerprint}{tenant_key(tables)}"
+            f":{format_id(id)}"
+        )
         namespaces = {
             row_namespace(self.mapper, id),
             *(rows_namespace(table) for table in self.mapper.tables),

@@ -10,10 +10,11 @@ to read across tenants (admin jobs, migrations of data).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Final
+from urllib.parse import quote
 
 from underlay.exceptions import InvalidQueryError, TenantRequiredError
 
@@ -24,6 +25,7 @@ __all__ = [
     "current_tenant",
     "inside_all_tenants",
     "tenant_context",
+    "tenant_key",
     "tenant_or_all",
 ]
 
@@ -150,6 +152,21 @@ def tenant_or_all() -> str | _AllTenants:
 def inside_all_tenants() -> bool:
     """Return whether `all_tenants()` is in effect."""
     return _tenant.get() is ALL_TENANTS
+
+
+def tenant_key(tables: Iterable[Any]) -> str:
+    """Return the part of a cache key that keeps tenants apart, for reads of ``tables``.
+
+    Empty when none of the tables belongs to a tenant model; else the current tenant
+    (``*`` inside `all_tenants()`), percent-encoded so it cannot forge another key.
+
+    Raises:
+        TenantRequiredError: A tenant table is read and no tenant is set.
+    """
+    if not registry.tables or registry.tables.isdisjoint(tables):
+        return ""
+    tenant = tenant_or_all()
+    return ":t=*" if tenant is ALL_TENANTS else f":t={quote(str(tenant), safe='')}"
 
 
 def current_actor() -> str | None:
