@@ -160,7 +160,9 @@ class TestMigrationCommands:
         capsys.readouterr()
         status, _ = await project.run("check")
         assert status == 1
-        assert "add_column cli_books.summary" in capsys.readouterr().err
+        assert "Column cli_books.summary is in the models but not in the database" in (
+            capsys.readouterr().err
+        )
 
     async def test_upgrade_sql_prints_the_statements(self, project: Project, db: Database) -> None:
         """``upgrade --sql`` prints the DDL and leaves the database alone."""
