@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, String, select, text
@@ -120,6 +121,20 @@ async def terminate(admin: Database, pid: int) -> None:
     raise AssertionError(f"backend {pid} did not go away")
 
 
+async def _noticed_closed(driver: Any) -> None:
+    """Wait until the client has seen the server close the pooled connection.
+
+    The server drops the backend from pg_stat_activity a moment before its socket closes, and
+    the client learns of the close on a later turn of the event loop: wait for that state,
+    which is the one the test is about, rather than race it.
+    """
+    for _ in range(500):
+        if driver.is_closed():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the client never saw the pooled connection close")
+
+
 class TestConnectionLost:
     async def test_killed_mid_transaction(self, backend: Backend, db: Database) -> None:
         """A backend killed mid-transaction raises ConnectionLostError; nothing committed."""
@@ -166,7 +181,10 @@ class TestConnectionLost:
         try:
             async with small.session() as session:
                 pid = int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
+                raw = await (await session.connection()).get_raw_connection()
+                driver = raw.driver_connection
             await terminate(db, pid)
+            await _noticed_closed(driver)
             async with small.session() as session:
                 await EntryRepository(session).save(Entry(id=1, body="fine"))
                 again = await session.scalar(text("SELECT pg_backend_pid()"))
