@@ -171,6 +171,7 @@ class TestConnectionLost:
         finally:
             await cut.dispose()
 
+    @pytest.mark.no_pgbouncer  # PgBouncer keeps the client side open when a backend dies
     async def test_connection_killed_while_idle_does_not_fail_the_next_request(
         self, backend: Backend, db: Database
     ) -> None:

@@ -496,6 +496,7 @@ class TestUUIDv7Keys:
             assert (await session.get(Ticket, created[3])).title == "t3"  # type: ignore[union-attr]
 
 
+@pytest.mark.no_pgbouncer  # logs in as a role of its own, which PgBouncer does not know
 class TestRowLevelSecurity:
     async def test_raw_sql_cannot_cross_tenants(self, tdb: Database, backend: Backend) -> None:
         """With RLS and an ordinary role, raw SQL on a session sees and writes one tenant."""
