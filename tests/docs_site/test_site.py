@@ -43,6 +43,7 @@ PUBLIC_MODULES = (
     "underlay",
     "underlay.cache",
     "underlay.cli",
+    "underlay.events",
     "underlay.exceptions",
     "underlay.migrations",
     "underlay.models",
