@@ -47,6 +47,7 @@ PUBLIC_MODULES = (
     "underlay.exceptions",
     "underlay.migrations",
     "underlay.models",
+    "underlay.otel",
     "underlay.repository",
     "underlay.sync",
     "underlay.testing",

@@ -112,3 +112,15 @@ def test_database_and_repository_do_not_import_the_cache() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_telemetry_costs_nothing_until_asked_for() -> None:
+    """Importing the library (cache and all) never imports OpenTelemetry."""
+    code = (
+        "import sys, underlay, underlay.cache, underlay.repository, underlay.database\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'underlay.otel'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
