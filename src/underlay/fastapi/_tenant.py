@@ -14,9 +14,9 @@ __all__ = ["tenant_dependency"]
 
 
 def tenant_dependency(
-    resolve: Callable[..., str | None | Awaitable[str | None]],
+    resolve: Callable[..., str | Awaitable[str | None] | None],
     *,
-    actor: Callable[..., str | None | Awaitable[str | None]] | None = None,
+    actor: Callable[..., str | Awaitable[str | None] | None] | None = None,
 ) -> Any:
     """Return a FastAPI dependency that runs the request inside `tenant_context`.
 
@@ -43,11 +43,10 @@ def tenant_dependency(
         ...     return x_tenant
         >>> TenantDep = Annotated[str, tenant_dependency(tenant_from_header)]
     """
-    who: Callable[..., Any] = actor if actor is not None else _nobody
+    resolved = Depends(resolve)
+    acted = Depends(actor if actor is not None else _nobody)
 
-    async def underlay_tenant(
-        tenant: Any = Depends(resolve), acting: Any = Depends(who)
-    ) -> AsyncIterator[str]:
+    async def underlay_tenant(tenant: Any = resolved, acting: Any = acted) -> AsyncIterator[str]:
         if tenant is None:
             raise HTTPException(status_code=400, detail="This request names no tenant.")
         try:
