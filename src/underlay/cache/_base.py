@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import secrets
@@ -29,6 +30,9 @@ from underlay.cache._faults import FAILED, Failed, FaultPolicy
 from underlay.cache._stats import CacheStats
 
 __all__ = ["BaseCache", "Lookup"]
+
+#: What `BaseCache._load` returns for the value when asked not to decode.
+_UNDECODED: Final = object()
 
 logger = logging.getLogger("underlay.cache")
 
@@ -119,6 +123,9 @@ class BaseCache(FaultPolicy):
         self._sequence = 0
         self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
         self._recovery: asyncio.Task[None] | None = None
+        # Lease tokens only need to be unique: a random per-cache part and a counter.
+        self._token_base = secrets.token_hex(8)
+        self._tokens = itertools.count()
 
     # -- store primitives -------------------------------------------------------------------
 
@@ -141,7 +148,7 @@ class BaseCache(FaultPolicy):
         """Give a lease back without filling."""
 
     async def _lookup_many(
-        self, requests: Sequence[tuple[str, tuple[str, ...], str]]
+        self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]
     ) -> list[Lookup]:
         """``_lookup`` for several (key, namespaces, token) requests; one round trip in Redis."""
         return [await self._lookup(key, names, token) for key, names, token in requests]
@@ -351,6 +358,7 @@ class BaseCache(FaultPolicy):
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
         fill: bool = True,
+        raw: bool = False,
     ) -> Any:
         """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
 
@@ -363,26 +371,45 @@ class BaseCache(FaultPolicy):
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
             namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
             fill: Store the loaded value (guarded as in :meth:`get_or_set`).
+            raw: Return the encoded bytes instead of the value; a hit's payload is not
+                decoded (for callers that parse it themselves, such as
+                `CachedRepository`, and `delete` what they cannot parse).
 
         Returns:
-            The cached or freshly loaded value.
+            The cached or freshly loaded value (its encoded bytes with ``raw``).
         """
-        names = check_namespaces(namespaces)
+        value, payload = await self._single_flight(
+            key, loader, ttl, check_namespaces(namespaces), fill=fill, decode=not raw
+        )
+        if raw:
+            return payload
+        return self.codec.decode(payload) if value is _UNDECODED else value
+
+    async def _single_flight(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        *,
+        fill: bool,
+        decode: bool,
+    ) -> tuple[Any, bytes]:
         if not fill:
-            return (await self._load(key, loader, ttl, names, fill=False))[0]
+            return await self._load(key, loader, ttl, names, fill=False, decode=decode)
         while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
                 continue  # the loading caller was cancelled: the next waiter loads
-            return self.codec.decode(payload)
+            return _UNDECODED, payload
         # This caller loads, in its own task and session; later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            value, payload = await self._load(key, loader, ttl, names, fill=True)
+            value, payload = await self._load(key, loader, ttl, names, fill=True, decode=decode)
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             future.set_exception(_LeaderGoneError() if cancelled else exc)
@@ -390,7 +417,7 @@ class BaseCache(FaultPolicy):
             raise
         else:
             future.set_result(payload)
-            return value
+            return value, payload
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -420,17 +447,12 @@ class BaseCache(FaultPolicy):
             Every key of ``entries`` with its value.
         """
         requests = [
-            (key, check_namespaces(names), secrets.token_hex(8)) for key, names in entries.items()
+            (key, check_namespaces(names), self._token() if fill else None)
+            for key, names in entries.items()
         ]
         if not requests:
             return {}
-
-        async def look() -> list[Lookup]:
-            if fill:
-                return await self._lookup_many(requests)
-            return await self._read([key for key, _, _ in requests])
-
-        lookups = await self._guarded_read(look)
+        lookups = await self._guarded_read(partial(self._lookup_many, requests))
         values: dict[str, Any] = {}
         missed: list[tuple[str, tuple[str, ...], Lookup | None]] = []
         for index, (key, names, _) in enumerate(requests):
@@ -508,6 +530,9 @@ class BaseCache(FaultPolicy):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _token(self) -> str:
+        return f"{self._token_base}{next(self._tokens):x}"
+
     def _ttl_ms(self, ttl: float | None) -> int:
         seconds = self.default_ttl if ttl is None else ttl
         if seconds <= 0:
@@ -541,16 +566,20 @@ class BaseCache(FaultPolicy):
         names: tuple[str, ...],
         *,
         fill: bool,
+        decode: bool = True,
     ) -> tuple[Any, bytes]:
-        """Look up, else load and fill; return the value and its encoded form."""
-        token = secrets.token_hex(8) if fill else None
-        lookup = await self._guarded_read(lambda: self._lookup(key, names, token))
-        if not isinstance(lookup, Failed):
+        """Look up, else load and fill; return the value (or `_UNDECODED`) and its bytes."""
+        token = self._token() if fill else None
+        lookup = await self._guarded_read(partial(self._lookup, key, names, token))
+        if isinstance(lookup, Failed):
+            self.stats.misses += 1
+        elif not decode and lookup.status == HIT and lookup.payload is not None:
+            self.stats.hits += 1
+            return _UNDECODED, lookup.payload
+        else:
             value = await self._decoded(key, lookup)
             if not isinstance(value, Failed) and lookup.payload is not None:
                 return value, lookup.payload
-        else:
-            self.stats.misses += 1
         try:
             value = await loader()
         except BaseException:
@@ -573,4 +602,4 @@ class BaseCache(FaultPolicy):
                 elif stored is False:
                     self.stats.fill_rejected += 1
                     logger.debug("fill of %r rejected: invalidated while loading", key)
-        return self.codec.decode(payload), payload
+        return (self.codec.decode(payload) if decode else _UNDECODED), payload

@@ -14,6 +14,8 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
+from underlay.cache._base import BaseCache
+from underlay.cache._codec import JSONCodec
 from underlay.cache._keys import (
     format_id,
     lists_namespace,
@@ -132,6 +134,22 @@ class CachedRepository(Generic[SchemaT]):
     def _session(self) -> AsyncSession:
         return self.repository.session
 
+    @property
+    def _payload_cache(self) -> BaseCache | None:
+        """The cache, when its payloads are JSON this class may validate directly."""
+        cache = self.cache
+        if isinstance(cache, BaseCache) and type(cache.codec) is JSONCodec:
+            return cache
+        return None
+
+    def _parse(self, payload: bytes, cache: BaseCache) -> SchemaT | None:
+        """Validate a JSON payload into ``schema`` (``None`` for a cached absent row)."""
+        if payload == b"null":
+            return None
+        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
+            return self.schema.model_validate(cache.codec.decode(payload))
+        return self.schema.model_validate_json(payload)
+
     async def get(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
     ) -> SchemaT | None:
@@ -162,7 +180,23 @@ class CachedRepository(Generic[SchemaT]):
                 return None
             return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
 
-        cacheable = _cacheable(options)
+        cacheable = not options or _cacheable(options)
+        fast = self._payload_cache
+        if fast is not None and cacheable:
+            fill = self._fill_policy(tables)
+            if fill is not None:
+                payload = await fast.load(
+                    key,
+                    self._detached(load),
+                    ttl=self.ttl,
+                    namespaces=namespaces,
+                    fill=fill,
+                    raw=True,
+                )
+                try:
+                    return self._parse(payload, fast)
+                except ValidationError:
+                    pass  # the entry no longer fits the schema: reread below
         value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         if value is None:
             return None
