@@ -404,7 +404,7 @@ class BaseCache(FaultPolicy):
             except _LeaderGoneError:
                 continue  # the loading caller was cancelled: the next waiter loads
             return _UNDECODED, payload
-        # This caller loads, in its own task and session; later callers wait for its result.
+        # This caller looks up (and loads on a miss); later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
@@ -422,6 +422,27 @@ class BaseCache(FaultPolicy):
             if self._flights.get(key) is flight:
                 del self._flights[key]
 
+    async def _load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        *,
+        fill: bool,
+        decode: bool,
+    ) -> tuple[Any, bytes]:
+        """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
+        # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
+        probe = await self._guarded_read(partial(self._lookup, key, names, None))
+        if isinstance(probe, Failed):
+            self.stats.misses += 1
+        else:
+            found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                return found
+        return await self._fetch(key, loader, ttl, names, probe, fill=fill, decode=decode)
+
     async def load_many(
         self,
         entries: Mapping[str, Iterable[str]],
@@ -429,6 +450,7 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         fill: bool = True,
+        raw: bool = False,
     ) -> dict[str, Any]:
         """Return a value for every key, loading all the misses with one ``loader`` call.
 
@@ -442,9 +464,10 @@ class BaseCache(FaultPolicy):
                 out is stored and returned as ``None``).
             ttl: Seconds to keep loaded values (default: ``default_ttl``), minus jitter.
             fill: Store the loaded values.
+            raw: Return each value's encoded bytes, as `load` does.
 
         Returns:
-            Every key of ``entries`` with its value.
+            Every key of ``entries`` with its value (its encoded bytes with ``raw``).
         """
         requests = [
             (key, check_namespaces(names), self._token() if fill else None)
@@ -459,6 +482,10 @@ class BaseCache(FaultPolicy):
             lookup = None if isinstance(lookups, Failed) else lookups[index]
             if lookup is None:
                 self.stats.misses += 1
+            elif raw and lookup.status == HIT and lookup.payload is not None:
+                self.stats.hits += 1
+                values[key] = lookup.payload
+                continue
             else:
                 value = await self._decoded(key, lookup)
                 if not isinstance(value, Failed):
@@ -466,7 +493,10 @@ class BaseCache(FaultPolicy):
                     continue
             missed.append((key, names, lookup))
         if missed:
-            values.update(await self._load_missed(missed, loader, ttl, fill=fill))
+            payloads = await self._load_missed(missed, loader, ttl, fill=fill)
+            values.update(
+                payloads if raw else {k: self.codec.decode(p) for k, p in payloads.items()}
+            )
         return values
 
     async def _load_missed(
@@ -476,7 +506,7 @@ class BaseCache(FaultPolicy):
         ttl: float | None,
         *,
         fill: bool,
-    ) -> dict[str, Any]:
+    ) -> dict[str, bytes]:
         try:
             loaded = await loader([key for key, _, _ in missed])
         except BaseException:
@@ -501,7 +531,7 @@ class BaseCache(FaultPolicy):
                 if not isinstance(stored, Failed):
                     self.stats.fills += sum(stored)
                     self.stats.fill_rejected += len(stored) - sum(stored)
-        return {key: self.codec.decode(payload) for key, payload in payloads.items()}
+        return payloads
 
     @property
     def pending_invalidation(self) -> bool:
@@ -558,28 +588,35 @@ class BaseCache(FaultPolicy):
         self.stats.misses += 1
         return FAILED
 
-    async def _load(
+    async def _hit(self, key: str, lookup: Lookup, *, decode: bool) -> tuple[Any, bytes] | None:
+        """Return the value (or `_UNDECODED`) and bytes of a hit, else count the miss."""
+        if not decode and lookup.status == HIT and lookup.payload is not None:
+            self.stats.hits += 1
+            return _UNDECODED, lookup.payload
+        value = await self._decoded(key, lookup)
+        if isinstance(value, Failed) or lookup.payload is None:
+            return None
+        return value, lookup.payload
+
+    async def _fetch(
         self,
         key: str,
         loader: Callable[[], Awaitable[Any]],
         ttl: float | None,
         names: tuple[str, ...],
+        probe: Lookup | Failed,
         *,
         fill: bool,
-        decode: bool = True,
+        decode: bool,
     ) -> tuple[Any, bytes]:
-        """Look up, else load and fill; return the value (or `_UNDECODED`) and its bytes."""
-        token = self._token() if fill else None
-        lookup = await self._guarded_read(partial(self._lookup, key, names, token))
-        if isinstance(lookup, Failed):
-            self.stats.misses += 1
-        elif not decode and lookup.status == HIT and lookup.payload is not None:
-            self.stats.hits += 1
-            return _UNDECODED, lookup.payload
-        else:
-            value = await self._decoded(key, lookup)
-            if not isinstance(value, Failed) and lookup.payload is not None:
-                return value, lookup.payload
+        """After a miss (counted): take the lease, load and fill; return value and bytes."""
+        lookup = probe
+        if fill and not isinstance(probe, Failed):
+            lookup = await self._guarded_read(partial(self._lookup, key, names, self._token()))
+            if not isinstance(lookup, Failed) and lookup.status == HIT:
+                found = await self._hit(key, lookup, decode=decode)  # filled meanwhile
+                if found is not None:
+                    return found
         try:
             value = await loader()
         except BaseException:

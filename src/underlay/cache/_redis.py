@@ -151,21 +151,21 @@ class RedisCache(BaseCache):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def _lookup(
-        self, key: str, namespaces: tuple[str, ...], token: str | None
-    ) -> Lookup:
-        counters = [self._counter(name) for name in namespaces]
-        if namespaces:
+    async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
+        counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
+        if token is None:
+            if not namespaces:
+                return (await self._read([key]))[0]
             # The hit path: one plain MGET, compared here; no script.
-            raw = await self.client.mget([self._entry(key), self._epoch, *counters])
-            current = dict(zip((name.encode() for name in namespaces), raw[2:], strict=True))
+            raw = await self.client.mget([f"{self.key_prefix}d:{key}", self._epoch, *counters])
+            current = dict(zip(_encoded(namespaces), raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
             if status == HIT:
                 return Lookup(HIT, payload)
-            if status == MISS and token is None:
+            if status == MISS:
                 return Lookup(MISS)
-        if token is None:
-            return (await self._read([key]))[0]
+            return (await self._read([key]))[0]  # a foreign entry, or unknown counters
+        # A miss: the script checks again, reads the generations and takes the lease.
         reply: list[Any] = await self._lookup_script(
             keys=[self._entry(key), self._lease(key), self._epoch, *counters],
             args=[
@@ -389,6 +389,10 @@ def _judge(raw: Any, epoch: Any, current: dict[bytes, Any]) -> tuple[int, bytes 
     if status == HIT:
         return HIT, entry.payload
     return (MISS, None) if status == INVALID else (_UNSURE, None)
+
+
+def _encoded(names: tuple[str, ...]) -> list[bytes]:
+    return [name.encode() for name in names]
 
 
 def _raw(name: bytes | str) -> bytes:
