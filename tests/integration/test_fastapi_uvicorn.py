@@ -92,7 +92,9 @@ def _wait_ready(process: subprocess.Popen[bytes], base: str) -> bool:
         if process.poll() is not None:
             return False
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+            response = httpx.get(f"{base}/health", timeout=2)
+            # another xdist worker's server may hold the port our process is failing to bind
+            if response.status_code == 200 and response.json()["pid"] == process.pid:
                 return True
         except httpx.TransportError:
             pass
