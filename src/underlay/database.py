@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
+from underlay._options import NO_BEGIN as _NO_BEGIN
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
 from underlay._sqlite import install_fast_aiosqlite
 from underlay.exceptions import ConnectionLostError, ReadOnlySessionError, translate_error
@@ -379,7 +380,7 @@ class Database:
                 self.url,
                 isolation_level="AUTOCOMMIT",
                 connect_args=_read_only_connect_args(options.get("connect_args")),
-            )
+            ).execution_options(**{_NO_BEGIN: True})
         self._lsn_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
         self.sync_session_class: type[Session] = _session_class(
@@ -703,10 +704,6 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: int, wal: bool) -> N
         if conn.get_execution_options().get(_NO_BEGIN):
             return  # a read-only session without a snapshot: each statement on its own
         conn.exec_driver_sql("BEGIN")
-
-
-#: Execution option of the SQLite engine read-only sessions use: no explicit ``BEGIN``.
-_NO_BEGIN = "underlay_no_begin"
 
 
 def _read_only_connect_args(connect_args: Any) -> dict[str, Any]:
