@@ -19,6 +19,7 @@ AA_PAIRS = [
     ("get.one-session", "advanced-alchemy get", "underlay repo.get"),
     ("list50", "advanced-alchemy get_many", "underlay list_all"),
     ("page.0", "advanced-alchemy get_many OFFSET", "underlay page (OFFSET)"),
+    ("page.0", "advanced-alchemy get_many OFFSET", "underlay paginate (keyset)"),
     ("page.99k", "advanced-alchemy get_many OFFSET", "underlay page (OFFSET)"),
     ("page.99k", "advanced-alchemy get_many OFFSET", "underlay paginate (keyset)"),
     ("count", "advanced-alchemy (window count)", 'underlay page count="exact"'),
@@ -137,6 +138,18 @@ def checks(backends: list[str]) -> list[Check]:
                     1.0,
                     higher_is_better=True,
                     strict=True,
+                )
+            )
+        if b == "pg":
+            out.append(
+                Check(
+                    f"aa-moonshot.{b}.get",
+                    "repo.get >= 1.2x advanced-alchemy get (session per call)",
+                    b,
+                    (f"{b}.get.per-call", "advanced-alchemy get"),
+                    (f"{b}.get.per-call", "underlay repo.get"),
+                    1.2,
+                    higher_is_better=True,
                 )
             )
         for mode in ("per-call", "one-session"):
