@@ -123,6 +123,7 @@ class BaseCache(FaultPolicy):
         self._sequence = 0
         self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
         self._recovery: asyncio.Task[None] | None = None
+        self._deadlines = {}
         # Lease tokens only need to be unique: a random per-cache part and a counter.
         self._token_base = secrets.token_hex(8)
         self._tokens = itertools.count()
@@ -357,7 +358,7 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
-        fill: bool = True,
+        fill: bool | Callable[[], bool] = True,
         raw: bool = False,
     ) -> Any:
         """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
@@ -370,7 +371,9 @@ class BaseCache(FaultPolicy):
             loader: A zero-argument coroutine function producing the value.
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
             namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
-            fill: Store the loaded value (guarded as in :meth:`get_or_set`).
+            fill: Store the loaded value (guarded as in :meth:`get_or_set`). A
+                zero-argument callable returning that decision is called only on a miss,
+                before ``loader``, so a hit never pays for the decision.
             raw: Return the encoded bytes instead of the value; a hit's payload is not
                 decoded (for callers that parse it themselves, such as
                 `CachedRepository`, and `delete` what they cannot parse).
@@ -385,6 +388,18 @@ class BaseCache(FaultPolicy):
             return payload
         return self.codec.decode(payload) if value is _UNDECODED else value
 
+    async def _load_payload(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        fill: bool | Callable[[], bool],
+    ) -> bytes:
+        """`load` with ``raw=True`` for callers that checked ``names`` already (a tuple
+        without duplicates, every name valid): the entry's bytes."""
+        return (await self._single_flight(key, loader, ttl, names, fill=fill, decode=False))[1]
+
     async def _single_flight(
         self,
         key: str,
@@ -392,24 +407,51 @@ class BaseCache(FaultPolicy):
         ttl: float | None,
         names: tuple[str, ...],
         *,
-        fill: bool,
+        fill: bool | Callable[[], bool],
         decode: bool,
     ) -> tuple[Any, bytes]:
+        """Look up ``key`` (``names`` checked); on a miss load it, once per process.
+
+        Most reads hit, so the lookup comes first and costs no flight bookkeeping and no
+        lease: only a caller that finds a load of the key in flight here waits for it
+        instead. A miss decides ``fill`` and then loads (and fills), or joins a load that
+        another caller started meanwhile.
+        """
+        probe: Lookup | Failed | None = None
+        flight = self._flights.get(key)
+        if flight is None or flight[0] != self._sequence:
+            probe = await self._guarded_read(partial(self._lookup, key, names, None))
+            if isinstance(probe, Failed):
+                self.stats.misses += 1
+            else:
+                found = await self._hit(key, probe, decode=decode)
+                if found is not None:
+                    return found
+        if not isinstance(fill, bool):
+            fill = fill()
         if not fill:
-            return await self._load(key, loader, ttl, names, fill=False, decode=decode)
+            if probe is None:
+                return await self._load(key, loader, ttl, names, fill=False, decode=decode)
+            return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
         while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
-                continue  # the loading caller was cancelled: the next waiter loads
+                probe = None  # the loading caller was cancelled: look again, then load
+                continue
             return _UNDECODED, payload
-        # This caller looks up (and loads on a miss); later callers wait for its result.
+        # This caller loads; later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            value, payload = await self._load(key, loader, ttl, names, fill=True, decode=decode)
+            if probe is None:
+                value, payload = await self._load(key, loader, ttl, names, fill=True, decode=decode)
+            else:
+                value, payload = await self._fetch(
+                    key, loader, ttl, names, probe, fill=True, decode=decode
+                )
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             future.set_exception(_LeaderGoneError() if cancelled else exc)
@@ -433,7 +475,7 @@ class BaseCache(FaultPolicy):
         decode: bool,
     ) -> tuple[Any, bytes]:
         """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
-        # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
+        # The first look-up takes no lease; a miss takes it (if filling).
         probe = await self._guarded_read(partial(self._lookup, key, names, None))
         if isinstance(probe, Failed):
             self.stats.misses += 1

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
+from underlay.cache._deadline import Deadlines
 from underlay.cache._stats import CacheStats
 
 __all__ = ["FAILED", "Failed", "FaultPolicy"]
@@ -44,6 +45,7 @@ class FaultPolicy(abc.ABC):
     _sequence: int
     _lost: int
     _recovery: asyncio.Task[None] | None
+    _deadlines: dict[float, Deadlines]
 
     @abc.abstractmethod
     async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
@@ -54,8 +56,14 @@ class FaultPolicy(abc.ABC):
             self.stats.skipped += 1
             return FAILED
         try:
-            async with asyncio.timeout(deadline):
+            if deadline is None:
                 result = await operation()
+            else:
+                # One shared timer per delay rather than one per operation (see Deadlines).
+                deadlines = self._deadlines.get(deadline)
+                if deadlines is None:
+                    deadlines = self._deadlines[deadline] = Deadlines(deadline)
+                result = await deadlines.run(operation)
         except self._store_errors as exc:
             self._breaker.failure()
             self.stats.errors += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
-from underlay.cache._base import BaseCache
+from underlay.cache._base import BaseCache, check_namespaces
 from underlay.cache._codec import JSONCodec
 from underlay.cache._keys import (
     format_id,
@@ -39,6 +40,8 @@ T = TypeVar("T")
 # Compiled entity scopes shared by instances of one repository class, per dialect.
 _CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], _Scope]] = {}
 _MAX_SCOPES = 256
+# The scope memo of reads without options.
+_PLAIN: dict[bool, tuple[Any, ...]] = {False: (False,), True: (True,)}
 # Canonical primary keys by (mapper, type, value): coercing a key is far slower than a hit.
 _CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
 _MAX_CANONICAL = 8192
@@ -53,7 +56,7 @@ class _Scope(NamedTuple):
 
     head: str  # the key up to the schema's identity
     tables: set[FromClause]
-    namespaces: frozenset[str]  # every namespace but the row's own
+    namespaces: tuple[str, ...]  # every namespace but the row's own, checked and sorted
 
 
 class _Reads(Protocol):
@@ -217,20 +220,17 @@ class CachedRepository(Generic[SchemaT]):
         cacheable = not options or _cacheable(options)
         fast = self._payload_cache
         if fast is not None and cacheable:
-            fill = self._fill_policy(tables)
-            if fill is not None:
-                payload = await fast.load(
-                    key,
-                    self._detached(load),
-                    ttl=self.ttl,
-                    namespaces=namespaces,
-                    fill=fill,
-                    raw=True,
+            if not session_touches(self._session.sync_session, tables):
+                # Whether a loaded value may be published is asked only on a miss.
+                payload = await fast._load_payload(
+                    key, self._detached(load), self.ttl, namespaces, partial(self._may_fill, tables)
                 )
                 try:
                     return self._parse(payload, fast)
                 except ValidationError:
                     pass  # the entry no longer fits the schema: reread below
+            else:
+                cacheable = False  # this transaction's own uncommitted rows: the database
         value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         if value is None:
             return None
@@ -418,9 +418,9 @@ class CachedRepository(Generic[SchemaT]):
 
     def _entity_entry(
         self, id: Any, options: Sequence[Any], include_deleted: bool
-    ) -> tuple[str, set[str], set[FromClause]]:
-        """Return the key, namespaces and tables of the entry of the canonical key ``id``."""
-        memo = (include_deleted, *(_describe(option) for option in options))
+    ) -> tuple[str, tuple[str, ...], set[FromClause]]:
+        """Return the key, namespaces (checked) and tables of the entry of canonical ``id``."""
+        memo = (include_deleted, *map(_describe, options)) if options else _PLAIN[include_deleted]
         scopes = self._shared_scopes
         if scopes is None:
             scopes = self._scopes
@@ -441,7 +441,7 @@ class CachedRepository(Generic[SchemaT]):
             scope = _Scope(
                 f"e:{self._table.fullname}:{self._digest(statement, options)}:",
                 tables,
-                frozenset(
+                check_namespaces(
                     {
                         *(rows_namespace(table) for table in self.mapper.tables),
                         *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
@@ -453,8 +453,12 @@ class CachedRepository(Generic[SchemaT]):
             scopes[memo] = scope
         text = format_id(id)
         key = f"{scope.head}{self._fingerprint}{tenant_key(scope.tables)}:{text}"
-        # row_namespace(mapper, id) for a canonical id, without coercing it again
-        return key, {f"{self._row_head}{text}", *scope.namespaces}, scope.tables
+        # row_namespace(mapper, id) for a canonical id, without coercing it again; it differs
+        # from the scope's names (they name whole tables)
+        row = f"{self._row_head}{text}"
+        if "\n" in row:
+            check_namespaces((row,))  # raises, as for any invalid namespace
+        return key, (row, *scope.namespaces), scope.tables
 
     def _class_wide_scope(self) -> bool:
         """Whether this repository's entity SELECT depends only on its class."""
@@ -467,12 +471,16 @@ class CachedRepository(Generic[SchemaT]):
 
     def _fill_policy(self, tables: set[FromClause]) -> bool | None:
         """``None``: bypass the cache; else whether loaded values may be published."""
-        sync = self._session.sync_session
-        if session_touches(sync, tables):
+        if session_touches(self._session.sync_session, tables):
             # This transaction's own uncommitted rows: neither served stale nor published.
             return None
+        return self._may_fill(tables)
+
+    def _may_fill(self, tables: set[FromClause]) -> bool:
+        """Whether a value loaded now may be published (asked after the bypass check)."""
         # Objects the session already holds are returned as they were loaded (the ORM does
         # not overwrite them), possibly before a later commit: such loads are not published.
+        sync = self._session.sync_session
         return not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
 
     def _detached(self, load: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -514,13 +522,15 @@ class CachedRepository(Generic[SchemaT]):
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
-        fill = self._fill_policy(tables) if cacheable else None
-        if fill is None:
+        if not cacheable or session_touches(self._session.sync_session, tables):
             return await load()
+        fill: Any = partial(self._may_fill, tables)
+        if not isinstance(self.cache, BaseCache):
+            fill = fill()  # a cache of your own takes the decision up front
         return await self.cache.load(
             key, self._detached(load), ttl=self.ttl, namespaces=namespaces, fill=fill
         )
@@ -530,7 +540,7 @@ class CachedRepository(Generic[SchemaT]):
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
