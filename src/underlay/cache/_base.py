@@ -29,7 +29,7 @@ from underlay.cache._codec import Codec, DecodeError, JSONCodec
 from underlay.cache._faults import FAILED, Failed, FaultPolicy
 from underlay.cache._stats import CacheStats
 
-__all__ = ["BaseCache", "Lookup"]
+__all__ = ["BaseCache", "CheckedNames", "Lookup", "check_namespaces"]
 
 #: What `BaseCache._load` returns for the value when asked not to decode.
 _UNDECODED: Final = object()
@@ -43,6 +43,12 @@ CORRUPT: Final = -1
 
 class _LeaderGoneError(Exception):
     """The caller loading a key was cancelled; a waiting caller loads instead."""
+
+
+def _hand_over(future: asyncio.Future[bytes]) -> None:
+    """Tell the callers waiting on ``future`` to look up (and load) by themselves."""
+    future.set_exception(_LeaderGoneError())
+    future.exception()  # marked retrieved: nobody logs it
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,21 @@ def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[start : start + step] for start in range(0, len(items), step)]
 
 
+class CheckedNames(tuple[str, ...]):
+    """Namespaces `check_namespaces` accepted (or built to its rules): not checked again."""
+
+    __slots__ = ()
+
+
 def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
-    """Return ``namespaces`` as a sorted tuple without duplicates, rejecting bad names."""
-    names = tuple(sorted(set(namespaces)))
+    """Return ``namespaces`` as a tuple without duplicates, rejecting bad names.
+
+    Sorted, unless they come as `CheckedNames` (returned as they are: the cached
+    repository builds an entry's names once per scope and not on every read).
+    """
+    if type(namespaces) is CheckedNames:
+        return namespaces
+    names = CheckedNames(sorted(set(namespaces)))
     for name in names:
         if not name or "\n" in name:
             raise ValueError(f"invalid cache namespace {name!r}: non-empty, no newlines")
@@ -388,18 +406,6 @@ class BaseCache(FaultPolicy):
             return payload
         return self.codec.decode(payload) if value is _UNDECODED else value
 
-    async def _load_payload(
-        self,
-        key: str,
-        loader: Callable[[], Awaitable[Any]],
-        ttl: float | None,
-        names: tuple[str, ...],
-        fill: bool | Callable[[], bool],
-    ) -> bytes:
-        """`load` with ``raw=True`` for callers that checked ``names`` already (a tuple
-        without duplicates, every name valid): the entry's bytes."""
-        return (await self._single_flight(key, loader, ttl, names, fill=fill, decode=False))[1]
-
     async def _single_flight(
         self,
         key: str,
@@ -410,52 +416,45 @@ class BaseCache(FaultPolicy):
         fill: bool | Callable[[], bool],
         decode: bool,
     ) -> tuple[Any, bytes]:
-        """Look up ``key`` (``names`` checked); on a miss load it, once per process.
-
-        Most reads hit, so the lookup comes first and costs no flight bookkeeping and no
-        lease: only a caller that finds a load of the key in flight here waits for it
-        instead. A miss decides ``fill`` and then loads (and fills), or joins a load that
-        another caller started meanwhile.
-        """
-        probe: Lookup | Failed | None = None
-        flight = self._flights.get(key)
-        if flight is None or flight[0] != self._sequence:
-            probe = await self._guarded_read(partial(self._lookup, key, names, None))
-            if isinstance(probe, Failed):
-                self.stats.misses += 1
-            else:
-                found = await self._hit(key, probe, decode=decode)
-                if found is not None:
-                    return found
-        if not isinstance(fill, bool):
-            fill = fill()
-        if not fill:
-            if probe is None:
-                return await self._load(key, loader, ttl, names, fill=False, decode=decode)
-            return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
+        if fill is False:
+            return await self._load(key, loader, ttl, names, fill=False, decode=decode)
         while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
-                probe = None  # the loading caller was cancelled: look again, then load
-                continue
+                continue  # the loading caller was cancelled (or may not fill): look again
             return _UNDECODED, payload
-        # This caller loads; later callers wait for its result.
+        # This caller looks up (and loads on a miss); later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            if probe is None:
-                value, payload = await self._load(key, loader, ttl, names, fill=True, decode=decode)
+            # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
+            probe = await self._guarded_read(partial(self._lookup, key, names, None))
+            found = None
+            if isinstance(probe, Failed):
+                self.stats.misses += 1
             else:
+                found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                value, payload = found
+            elif fill is True or fill():
                 value, payload = await self._fetch(
                     key, loader, ttl, names, probe, fill=True, decode=decode
                 )
+            else:
+                # Asked only now, on a miss: this caller may not publish what it loads, so
+                # its value is not shared either. Waiters look again; one of them loads.
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+                _hand_over(future)
+                return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
         except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            future.set_exception(_LeaderGoneError() if cancelled else exc)
-            future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
+            if not future.done():
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                future.set_exception(_LeaderGoneError() if cancelled else exc)
+                future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
             raise
         else:
             future.set_result(payload)
@@ -475,7 +474,6 @@ class BaseCache(FaultPolicy):
         decode: bool,
     ) -> tuple[Any, bytes]:
         """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
-        # The first look-up takes no lease; a miss takes it (if filling).
         probe = await self._guarded_read(partial(self._lookup, key, names, None))
         if isinstance(probe, Failed):
             self.stats.misses += 1
