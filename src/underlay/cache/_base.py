@@ -19,10 +19,9 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
@@ -51,9 +50,8 @@ def _hand_over(future: asyncio.Future[bytes]) -> None:
     future.exception()  # marked retrieved: nobody logs it
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """What the store answered to a lookup.
+class Lookup(NamedTuple):
+    """What the store answered to a lookup (a named tuple: made on every hit).
 
     Attributes:
         status: ``HIT``, ``MISS`` or ``CORRUPT`` (the store already removed the entry).
@@ -82,7 +80,7 @@ class CheckedNames(tuple[str, ...]):
     __slots__ = ()
 
 
-def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
+def check_namespaces(namespaces: Iterable[str]) -> CheckedNames:
     """Return ``namespaces`` as a tuple without duplicates, rejecting bad names.
 
     Sorted, unless they come as `CheckedNames` (returned as they are: the cached
@@ -431,25 +429,19 @@ class BaseCache(FaultPolicy):
         self._flights[key] = flight
         try:
             # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
-            probe = await self._guarded_read(partial(self._lookup, key, names, None))
-            found = None
-            if isinstance(probe, Failed):
-                self.stats.misses += 1
+            probe = await self._guarded_read(self._lookup, key, names, None)
+            if (
+                not decode
+                and not isinstance(probe, Failed)
+                and probe.status == HIT
+                and probe.payload is not None
+            ):
+                self.stats.hits += 1
+                value, payload = _UNDECODED, probe.payload
             else:
-                found = await self._hit(key, probe, decode=decode)
-            if found is not None:
-                value, payload = found
-            elif fill is True or fill():
-                value, payload = await self._fetch(
-                    key, loader, ttl, names, probe, fill=True, decode=decode
+                value, payload = await self._after_probe(
+                    key, loader, ttl, names, probe, fill=fill, decode=decode, flight=flight
                 )
-            else:
-                # Asked only now, on a miss: this caller may not publish what it loads, so
-                # its value is not shared either. Waiters look again; one of them loads.
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-                _hand_over(future)
-                return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
         except BaseException as exc:
             if not future.done():
                 cancelled = isinstance(exc, asyncio.CancelledError)
@@ -457,11 +449,40 @@ class BaseCache(FaultPolicy):
                 future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
             raise
         else:
-            future.set_result(payload)
+            if not future.done():
+                future.set_result(payload)
             return value, payload
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+
+    async def _after_probe(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        probe: Lookup | Failed,
+        *,
+        fill: bool | Callable[[], bool],
+        decode: bool,
+        flight: tuple[int, asyncio.Future[bytes]],
+    ) -> tuple[Any, bytes]:
+        """The leader's look-up did not give bytes to return as they are: decode, or load."""
+        if isinstance(probe, Failed):
+            self.stats.misses += 1
+        else:
+            found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                return found
+        if fill if isinstance(fill, bool) else fill():
+            return await self._fetch(key, loader, ttl, names, probe, fill=True, decode=decode)
+        # Asked only now, on a miss: this caller may not publish what it loads, so its value
+        # is not shared either. Waiters look again; one of them loads.
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        _hand_over(flight[1])
+        return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
 
     async def _load(
         self,

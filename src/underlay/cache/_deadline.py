@@ -52,8 +52,8 @@ class Deadlines:
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def run(self, operation: Callable[[], Awaitable[R]]) -> R:
-        """Return ``await operation()``; raise ``TimeoutError`` once the delay has passed.
+    async def run(self, operation: Callable[..., Awaitable[R]], *args: object) -> R:
+        """Return ``await operation(*args)``; raise ``TimeoutError`` once the delay has passed.
 
         Cancellation from outside is never turned into ``TimeoutError``, and the task's
         cancellation count is left as it was, as with ``asyncio.timeout``.
@@ -62,7 +62,7 @@ class Deadlines:
         task = asyncio.current_task(loop)
         if task is None:  # pragma: no cover - awaited outside a task (a bare callback)
             async with asyncio.timeout(self.delay):
-                return await operation()
+                return await operation(*args)
         if loop is not self._loop:
             self._reset(loop)
         cancelling = task.cancelling()
@@ -72,7 +72,7 @@ class Deadlines:
             # Armed only when no timer is: one that is runs for an older, earlier deadline.
             self._handle = loop.call_at(slot.at, self._fire)
         try:
-            result = await operation()
+            result = await operation(*args)
         except BaseException as exc:
             if (
                 self._end(slot)
