@@ -68,6 +68,16 @@ class Node:
         async with self.client() as client:
             return int((await client.info("server"))["process_id"])
 
+    async def cluster_nodes(self) -> str | None:
+        """This node's view of the cluster (``CLUSTER NODES``), if it is up and sees it healthy."""
+        try:
+            async with self.client() as client:
+                info = (await client.execute_command("CLUSTER", "INFO")).decode()
+                nodes = (await client.execute_command("CLUSTER", "NODES")).decode()
+        except Exception:  # a dead node: the caller asks the next one
+            return None
+        return nodes if "cluster_state:ok" in info else None
+
     async def role(self) -> str:
         try:
             async with self.client() as client:
@@ -111,13 +121,8 @@ class ClusterTopology(Topology):
     async def _owner(self, cache: RedisCache) -> tuple[str, Node, list[list[str]]] | None:
         slot = cache.client.keyslot(cache._epoch)  # type: ignore[attr-defined]  # RedisCluster
         for node in self.nodes:
-            try:
-                async with node.client() as client:
-                    info = (await client.execute_command("CLUSTER", "INFO")).decode()
-                    if "cluster_state:ok" not in info:
-                        continue
-                    raw = (await client.execute_command("CLUSTER", "NODES")).decode()
-            except Exception:  # a dead node: ask the next one
+            raw = await node.cluster_nodes()
+            if raw is None:
                 continue
             lines = [line.split() for line in raw.splitlines() if line.strip()]
             for parts in lines:
@@ -231,7 +236,7 @@ class Worker:
     async def rows(self) -> dict[int, int]:
         async with self.db.session() as session:
             result = await session.execute(select(Item.id, Item.value))
-            return {id: value for id, value in result.all()}
+            return {int(row[0]): int(row[1]) for row in result.all()}
 
 
 @pytest.fixture
@@ -240,9 +245,7 @@ async def workers(backend: Backend, topology: Topology) -> AsyncIterator[list[Wo
     prefix = f"i14-{uuid.uuid4().hex[:10]}:"
     options: dict[str, Any] = {"timeout": 0.5, "cooldown": 0.5, "invalidation_timeout": 0.5}
     built = [
-        Worker(
-            Database(backend.url, pool_size=8, max_overflow=4, cache=cache), cache
-        )
+        Worker(Database(backend.url, pool_size=8, max_overflow=4, cache=cache), cache)
         for cache in (topology.cache(prefix, **options), topology.cache(prefix, **options))
     ]
     await reset_schema(built[0].db)
