@@ -194,6 +194,15 @@ def checks(backends: list[str]) -> list[Check]:
                 extra="redis_round_trips_per_hit",
             ),
             Check(
+                f"cache-many.{b}",
+                "CachedRepository.get_many of 100 hits within 1.5x of RedisCache.get_many",
+                b,
+                (f"{b}.cache-many", "underlay CachedRepository.get_many"),
+                (f"{b}.cache-many", "underlay RedisCache.get_many + validate"),
+                1.5,
+                higher_is_better=False,
+            ),
+            Check(
                 f"soft-delete.{b}",
                 "soft-delete filter costs < 10 % on list_all",
                 b,
