@@ -141,11 +141,13 @@ class SyncServer:
                         changes=[], cursor=None, has_more=False, resync_required=True
                     )
                 after = (0, 0) if cursor is None else (cursor.xid, cursor.seq)
+                # One row more than the page per table: whether more follow is then known
+                # without a last, empty round trip.
                 per_table = [
-                    await self._pull_table(conn, spec, after, limit, user) for spec in specs
+                    await self._pull_table(conn, spec, after, limit + 1, user) for spec in specs
                 ]
         merged = list(heapq.merge(*per_table, key=lambda item: (item[0], item[1])))
-        has_more = len(merged) > limit or any(len(rows) == limit for rows in per_table)
+        has_more = len(merged) > limit
         page = merged[:limit]
         next_cursor: Cursor | None
         if has_more and page:
