@@ -131,9 +131,7 @@ class SyncServer:
                 await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 meta = await self._snapshot_meta(conn)
                 cursor = Cursor.decode(request.cursor) if request.cursor else None
-                if request.cursor is not None and (
-                    cursor is None or needs_resync(cursor, **meta)
-                ):
+                if request.cursor is not None and (cursor is None or needs_resync(cursor, **meta)):
                     return PullResponse(
                         changes=[], cursor=None, has_more=False, resync_required=True
                     )
