@@ -2,13 +2,8 @@
 
 from underlay._retry import retry_on_conflict
 from underlay._version import __version__
-from underlay.database import (
-    Database,
-    DatabaseSession,
-    ReplicaStats,
-    call_after_commit,
-    record_write,
-)
+from underlay.database import Database, DatabaseSession, ReplicaStats
+from underlay.events import call_after_commit, record_write
 from underlay.exceptions import (
     ConflictError,
     ConnectionLostError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -23,6 +23,17 @@ from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
+from underlay.events import (
+    AFTER_COMMIT_KEY,
+    DUE_KEY,
+    TransactionObserver,
+    call_after_commit,
+    observer_for_cache,
+    on_commit,
+    on_rollback,
+    record_write,
+    subscribe,
+)
 from underlay.exceptions import ConnectionLostError, ReadOnlySessionError, translate_error
 from underlay.models._lazy import RAISE_ON_LAZY_LOAD, enable_raise_on_lazy_load
 from underlay.models._soft_delete import LiveGetSession, enable_soft_delete
@@ -34,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AFTER_COMMIT_KEY",
-    "WRITES_KEY",
     "Database",
     "DatabaseSession",
     "ReplicaStats",
@@ -44,64 +54,7 @@ __all__ = [
 
 logger = logging.getLogger("underlay.database")
 
-#: ``Session.info`` keys: callbacks waiting for the transaction to commit, and callbacks due.
-AFTER_COMMIT_KEY = "underlay.after_commit"
-_DUE_KEY = "underlay.after_commit.due"
-
 _ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
-
-
-def call_after_commit(
-    session: Session | AsyncSession, callback: Callable[[], Awaitable[None]]
-) -> None:
-    """Schedule ``callback`` to be awaited after the current transaction commits.
-
-    The callback runs inside ``await session.commit()`` (and so before a
-    :meth:`Database.session` block returns), once the database has committed. A rollback of
-    the transaction discards it. Exceptions it raises are logged, never raised: the commit
-    already happened. Only sessions made by a :class:`Database` run these callbacks.
-
-    Args:
-        session: The session (async, or its ``sync_session`` inside an event hook).
-        callback: A zero-argument coroutine function.
-    """
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info.setdefault(AFTER_COMMIT_KEY, []).append(callback)
-
-
-#: ``Session.info`` key listing writes made outside the ORM (see :func:`record_write`).
-WRITES_KEY = "underlay.writes"
-
-
-def record_write(
-    session: Session | AsyncSession, model: type[Any], ids: Iterable[Any] | None = None
-) -> None:
-    """Record that this transaction wrote rows of ``model`` without the ORM seeing it.
-
-    Writes through ``session.execute`` and ``flush`` are observed by SQLAlchemy's events. A
-    write on the raw driver connection (for example a COPY) is not: record it here so
-    listeners such as the cache invalidation see it. ``ids=None`` means "any row".
-
-    Args:
-        session: The session whose transaction made the write.
-        model: The mapped class whose table was written.
-        ids: Primary keys of the written rows, when known.
-    """
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info.setdefault(WRITES_KEY, []).append((model, None if ids is None else list(ids)))
-
-
-def _on_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a released savepoint: the outer transaction may still roll back
-    pending = session.info.pop(AFTER_COMMIT_KEY, None)
-    if pending:
-        session.info.setdefault(_DUE_KEY, []).extend(pending)
-
-
-def _on_rollback(session: Session) -> None:
-    if not session.in_nested_transaction():
-        session.info.pop(AFTER_COMMIT_KEY, None)
 
 
 class DatabaseSession(AsyncSession):
@@ -153,7 +106,7 @@ class DatabaseSession(AsyncSession):
 
     async def run_after_commit(self) -> None:
         """Await the callbacks due after the last commit, logging (not raising) failures."""
-        callbacks = self.sync_session.info.pop(_DUE_KEY, None)
+        callbacks = self.sync_session.info.pop(DUE_KEY, None)
         for callback in callbacks or ():
             try:
                 await callback()
@@ -206,8 +159,8 @@ def _session_class(*, tenant_rls: bool, replicas: bool) -> type[Session]:
     enable_tenancy(session_class)
     if tenant_rls:
         event.listen(session_class, "after_begin", set_rls_tenant)
-    event.listen(session_class, "after_commit", _on_commit)
-    event.listen(session_class, "after_rollback", _on_rollback)
+    event.listen(session_class, "after_commit", on_commit)
+    event.listen(session_class, "after_rollback", on_rollback)
     event.listen(session_class, "before_flush", _on_flush_guard)
     event.listen(session_class, "do_orm_execute", _on_execute_guard)
     if replicas:
@@ -377,9 +330,19 @@ class Database:
             info={_DATABASE_KEY: self, RAISE_ON_LAZY_LOAD: raise_on_lazy_load},
         )
         if cache is not None:
-            from underlay.cache._attach import attach  # noqa: PLC0415 - the cache is optional
+            self.subscribe(observer_for_cache(cache))
 
-            attach(self)
+    def subscribe(self, observer: TransactionObserver) -> Callable[[], None]:
+        """Make ``observer`` hear of every transaction of this database that writes.
+
+        ``observer.after_commit(writes)`` is awaited inside ``commit()`` once the database has
+        committed; ``observer.after_rollback(writes)`` is called on a rollback. See
+        `underlay.events` for what a `TransactionWrites` holds.
+
+        Returns:
+            A function that unsubscribes ``observer`` again.
+        """
+        return subscribe(self.sync_session_class, observer)
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"

@@ -11,7 +11,7 @@ import pydantic_core
 from sqlalchemy import Integer, cast, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from underlay.database import AFTER_COMMIT_KEY, call_after_commit
+from underlay.events import AFTER_COMMIT_KEY, call_after_commit
 from underlay.outbox._errors import InvalidEventError
 from underlay.outbox._models import OutboxEvent, table_of
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from underlay.database import record_write
+from underlay.events import record_write
 from underlay.exceptions import (
     DuplicateError,
     InvalidQueryError,

@@ -15,6 +15,10 @@ from underlay._imports import require
 require("pytest", extra="testing")
 require("pytest_asyncio", extra="testing")
 
+from underlay.testing._events import (  # noqa: E402
+    TransactionLog,
+    record_transactions,
+)
 from underlay.testing._plugin import (  # noqa: E402 - after the dependency check
     pytest_addoption as pytest_addoption,
 )
@@ -35,8 +39,10 @@ from underlay.testing._queries import (  # noqa: E402
 
 __all__ = [
     "QueryCounter",
+    "TransactionLog",
     "assert_max_queries",
     "count_queries",
+    "record_transactions",
     "underlay_cache",
     "underlay_database_url",
     "underlay_db",
