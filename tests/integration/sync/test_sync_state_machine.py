@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import text
@@ -82,7 +82,7 @@ CRASH_POINTS = [
     "mid_page_apply",
     "before_cursor_store",
 ]
-FAULTS = ["drop_request", "drop_response", "duplicate", "error_5xx"]
+FAULTS = ["drop_request", "drop_response", "duplicate", "error_5xx", "cut_page"]
 titles = st.sampled_from(["a", "b", "c", "d"])
 
 
@@ -202,6 +202,7 @@ class SyncMachine(RuleBasedStateMachine):
         operation=st.sampled_from(["push", "pull"]),
     )
     def sync(self, index: int, fault: str | None, operation: str) -> None:
+        event(f"sync, {operation} fault: {fault}")
         if fault is not None:
             self.transports[index].fail_next(operation, fault)  # type: ignore[arg-type]
         try:
@@ -211,6 +212,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(index=st.integers(0, 1), point=st.sampled_from(CRASH_POINTS))
     def crash_during_sync_and_reopen(self, index: int, point: str) -> None:
+        event(f"crash at {point}")
         self.crash_at[index] = point
 
         async def go() -> None:
