@@ -134,7 +134,11 @@ class SyncClient:
         return lock
 
     async def install(self) -> None:
-        """Create the sync tables and (re-create) the outbox triggers; safe on every start."""
+        """Create the sync tables and (re-create) the outbox triggers; safe on every start.
+
+        Run it after the application's own migrations: it also moves outbox entries and
+        merge bases of columns the registry lists as ``renamed`` to their new names.
+        """
         async with self.database.engine.begin() as conn:
             for statement in CLIENT_SQL:
                 await conn.exec_driver_sql(statement)
@@ -177,6 +181,9 @@ class SyncClient:
 
     async def sync(self) -> SyncReport:
         """Push every pending local change, then pull until the server has nothing newer.
+
+        Tables (or columns) this client's registry syncs since its cursor last moved are
+        backfilled first: pulled from the start with a cursor of their own.
 
         One sync runs per local database at a time; a second call waits for the first.
 
