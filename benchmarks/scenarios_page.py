@@ -93,7 +93,7 @@ def _underlay_keyset(backend: Backend, walk: CursorWalk, depth: int, calls: int)
         async def run() -> None:
             cursor = await walk.cursor_at(depth)
             for _ in range(calls):
-                async with backend.db.session() as session:
+                async with backend.db.session(readonly=True) as session:
                     page = await repo_cls(session).paginate(
                         order_by=ReadItem.id, limit=PAGE, after=cursor
                     )
@@ -110,7 +110,7 @@ def _underlay_offset(backend: Backend, depth: int, calls: int) -> Any:
 
         async def run() -> None:
             for _ in range(calls):
-                async with backend.db.session() as session:
+                async with backend.db.session(readonly=True) as session:
                     page = await repo_cls(session).page(
                         order_by=ReadItem.id, number=depth // PAGE + 1, size=PAGE, count="none"
                     )
@@ -259,7 +259,7 @@ def filtered_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
 
         async def run() -> None:
             for _ in range(calls):
-                async with backend.db.session() as session:
+                async with backend.db.session(readonly=True) as session:
                     page = await repo_cls(session).paginate(
                         filter_by=parse_query_string(FILTER_QUERY),
                         order_by="id",

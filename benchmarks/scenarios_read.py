@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -133,21 +134,21 @@ def get_scenario(backend: Backend, calls: int, reps: int, *, one_session: bool) 
 
     async def underlay_session_get() -> None:
         if one_session:
-            async with backend.db.session() as session:
+            async with backend.db.session(readonly=True) as session:
                 for i in ids:
                     assert (await session.get(ReadItem, i)).id == i
         else:
             for i in ids:
-                async with backend.db.session() as session:
+                async with backend.db.session(readonly=True) as session:
                     assert (await session.get(ReadItem, i)).id == i
 
-    def underlay(*, ping: bool = True, plain: bool = False) -> Any:
+    def underlay(*, ping: bool = True, plain: bool = False, readonly: bool = True) -> Any:
         def build() -> Any:
             repo_cls = underlay_repository(ReadItem)
             db = backend.db if ping else backend.db_no_ping
             # plain=True: the repository in a plain SQLAlchemy session, to tell the cost of
             # the repository from the cost of Database's session
-            opener = backend.sessionmaker if plain else db.session
+            opener = backend.sessionmaker if plain else partial(db.session, readonly=readonly)
 
             async def run() -> None:
                 if one_session:
@@ -172,8 +173,16 @@ def get_scenario(backend: Backend, calls: int, reps: int, *, one_session: bool) 
         Contender("SQLAlchemy Core select", "core", core),
         Contender("SQLAlchemy ORM session.get", "orm", orm),
         guarded("advanced-alchemy get", "advanced-alchemy", aa),
-        Contender("underlay session.get", "underlay", underlay_session_get, note="Database"),
-        guarded("underlay repo.get", "underlay", underlay()),
+        Contender(
+            "underlay session.get", "underlay", underlay_session_get, note="Database, readonly"
+        ),
+        guarded("underlay repo.get", "underlay", underlay(), note="readonly session"),
+        guarded(
+            "underlay repo.get, read-write session",
+            "underlay",
+            underlay(readonly=False),
+            note="diagnostic: db.session()",
+        ),
     ]
     if not one_session:
         contenders.append(
@@ -255,10 +264,12 @@ def list_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
 
         return run
 
-    def underlay(*, plain: bool = False) -> Any:
+    def underlay(*, plain: bool = False, readonly: bool = True) -> Any:
         def build() -> Any:
             repo_cls = underlay_repository(ReadItem)
-            opener = backend.sessionmaker if plain else backend.db.session
+            opener = (
+                backend.sessionmaker if plain else partial(backend.db.session, readonly=readonly)
+            )
 
             async def run() -> None:
                 for cat in cats:
@@ -278,7 +289,13 @@ def list_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
         Contender("SQLAlchemy Core select", "core", core),
         Contender("SQLAlchemy ORM select", "orm", orm),
         guarded("advanced-alchemy get_many", "advanced-alchemy", aa),
-        guarded("underlay list_all", "underlay", underlay()),
+        guarded("underlay list_all", "underlay", underlay(), note="readonly session"),
+        guarded(
+            "underlay list_all, read-write session",
+            "underlay",
+            underlay(readonly=False),
+            note="diagnostic: db.session()",
+        ),
         guarded(
             "underlay list_all, plain session",
             "underlay",
@@ -429,7 +446,7 @@ def count_scenario(backend: Backend, calls: int, reps: int) -> Scenario:
 
             async def run() -> None:
                 for _ in range(calls):
-                    async with backend.db.session() as session:
+                    async with backend.db.session(readonly=True) as session:
                         page = await repo_cls(session).page(
                             order_by=ReadItem.id, number=1, size=50, count=count
                         )

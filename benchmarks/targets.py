@@ -19,6 +19,7 @@ AA_PAIRS = [
     ("get.one-session", "advanced-alchemy get", "underlay repo.get"),
     ("list50", "advanced-alchemy get_many", "underlay list_all"),
     ("page.0", "advanced-alchemy get_many OFFSET", "underlay page (OFFSET)"),
+    ("page.0", "advanced-alchemy get_many OFFSET", "underlay paginate (keyset)"),
     ("page.99k", "advanced-alchemy get_many OFFSET", "underlay page (OFFSET)"),
     ("page.99k", "advanced-alchemy get_many OFFSET", "underlay paginate (keyset)"),
     ("count", "advanced-alchemy (window count)", 'underlay page count="exact"'),
@@ -139,6 +140,18 @@ def checks(backends: list[str]) -> list[Check]:
                     strict=True,
                 )
             )
+        if b == "pg":
+            out.append(
+                Check(
+                    f"aa-moonshot.{b}.get",
+                    "repo.get >= 1.2x advanced-alchemy get (session per call)",
+                    b,
+                    (f"{b}.get.per-call", "advanced-alchemy get"),
+                    (f"{b}.get.per-call", "underlay repo.get"),
+                    1.2,
+                    higher_is_better=True,
+                )
+            )
         for mode in ("per-call", "one-session"):
             out += [
                 Check(
@@ -179,6 +192,15 @@ def checks(backends: list[str]) -> list[Check]:
                 1.2,
                 higher_is_better=False,
                 extra="redis_round_trips_per_hit",
+            ),
+            Check(
+                f"cache-many.{b}",
+                "CachedRepository.get_many of 100 hits within 1.5x of RedisCache.get_many",
+                b,
+                (f"{b}.cache-many", "underlay CachedRepository.get_many"),
+                (f"{b}.cache-many", "underlay RedisCache.get_many + validate"),
+                1.5,
+                higher_is_better=False,
             ),
             Check(
                 f"soft-delete.{b}",

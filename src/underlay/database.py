@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from underlay._imports import DRIVER_EXTRAS, require
+from underlay._options import NO_BEGIN as _NO_BEGIN
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
+from underlay._sqlite import install_fast_aiosqlite
 from underlay.events import (
     AFTER_COMMIT_KEY,
     DUE_KEY,
@@ -288,10 +290,12 @@ class Database:
         self.pgbouncer = pgbouncer
         options.update(engine_options)
 
-        def make_engine(url: URL) -> AsyncEngine:
-            engine = create_async_engine(url, **options)
+        def make_engine(url: URL, **overrides: Any) -> AsyncEngine:
+            engine = create_async_engine(url, **(options | overrides))
             if backend == "sqlite":
                 _configure_sqlite(engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
+                if url.get_driver_name() == "aiosqlite":
+                    install_fast_aiosqlite(engine)
             event.listen(engine.sync_engine, "handle_error", _translate_driver_error)
             if pool_pre_ping:
                 _ping_idle_connections(engine, idle=pre_ping_idle)
@@ -312,11 +316,24 @@ class Database:
             check_interval=replica_check_interval,
             retry=replica_retry,
         )
-        self._readonly_primary = (
+        # Read-only sessions on the primary: one READ ONLY transaction when a snapshot is
+        # asked for; otherwise each statement on its own, with no BEGIN / COMMIT trips.
+        self._snapshot_primary = (
             self.engine.execution_options(postgresql_readonly=True)
             if backend == "postgresql"
             else self.engine
         )
+        self._autocommit_primary: AsyncEngine | None = None
+        if backend == "sqlite":
+            self._autocommit_primary = self.engine.execution_options(**{_NO_BEGIN: True})
+        elif backend == "postgresql" and not pgbouncer and not tenant_rls:
+            # a pool of its own whose sessions are read-only on the server, so raw SQL cannot
+            # write either (PgBouncer would refuse the startup setting; RLS needs SET LOCAL)
+            self._autocommit_primary = make_engine(
+                self.url,
+                isolation_level="AUTOCOMMIT",
+                connect_args=_read_only_connect_args(options.get("connect_args")),
+            ).execution_options(**{_NO_BEGIN: True})
         self._lsn_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
         self.sync_session_class: type[Session] = _session_class(
@@ -348,7 +365,9 @@ class Database:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
     @asynccontextmanager
-    async def session(self, *, readonly: bool = False) -> AsyncIterator[DatabaseSession]:
+    async def session(
+        self, *, readonly: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[DatabaseSession]:
         """Open a session for one unit of work: commit on success, roll back on error.
 
         The connection goes back to the pool whatever happens, also when the block raises or
@@ -361,11 +380,19 @@ class Database:
                 else from the primary; it never switches engines mid-transaction. ORM
                 writes raise `ReadOnlySessionError` before any SQL, and on PostgreSQL the
                 transaction itself is ``READ ONLY``, so raw SQL cannot write either.
+                On the primary, each statement runs on its own (autocommit): no ``BEGIN`` /
+                ``COMMIT`` round trips, so the statements of one session may see different
+                commits (see ``snapshot``). On PostgreSQL the connection is read-only at
+                the server, so raw SQL still cannot write; behind PgBouncer or with
+                ``tenant_rls`` the session is one ``READ ONLY`` transaction instead.
+            snapshot: With ``readonly``: read in one transaction, so every statement of the
+                session sees the same data (SQLite's read transaction; PostgreSQL's at the
+                isolation level the engine uses). Costs the ``BEGIN`` and ``COMMIT`` trips.
 
         Yields:
             A new `DatabaseSession`.
         """
-        session = await self._open(readonly=readonly)
+        session = await self._open(readonly=readonly, snapshot=snapshot)
         try:
             yield session
             await session.commit()
@@ -377,7 +404,7 @@ class Database:
         else:
             await _shielded(session.close())
 
-    async def _open(self, *, readonly: bool) -> DatabaseSession:
+    async def _open(self, *, readonly: bool, snapshot: bool = False) -> DatabaseSession:
         if not readonly:
             return self.sessionmaker()
         engine = await self._router.choose() if self.replica_engines else None
@@ -395,7 +422,10 @@ class Database:
                 logger.warning("replica connection failed, reading from the primary: %s", exc)
             else:
                 return session
-        session = self.sessionmaker(bind=self._readonly_primary)
+        primary = self._autocommit_primary
+        if snapshot or primary is None:
+            primary = self._snapshot_primary
+        session = self.sessionmaker(bind=primary)
         session.sync_session.info[_READONLY_KEY] = True
         return session
 
@@ -496,6 +526,8 @@ class Database:
         """Close every pooled connection. The engine stays usable and reconnects on demand."""
         for replica in self.replica_engines:
             await replica.dispose()
+        if self._autocommit_primary is not None:
+            await self._autocommit_primary.dispose()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -632,4 +664,14 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: int, wal: bool) -> N
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(_NO_BEGIN):
+            return  # a read-only session without a snapshot: each statement on its own
         conn.exec_driver_sql("BEGIN")
+
+
+def _read_only_connect_args(connect_args: Any) -> dict[str, Any]:
+    args = dict(connect_args or {})
+    settings = dict(args.get("server_settings") or {})
+    settings["default_transaction_read_only"] = "on"
+    args["server_settings"] = settings
+    return args

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import String
@@ -68,6 +69,15 @@ class TestRegistry:
             spec.from_json({"color": "red"}, strict=True)
         with pytest.raises(ValueError, match="owner_id"):
             spec.from_json({"owner_id": "not a number"}, strict=True)
+
+    def test_timestamps_are_converted_through_the_wrapped_type(self) -> None:
+        """A TypeDecorator column converts as the type it wraps (on SQLAlchemy 2.0 too)."""
+        registry = SyncRegistry()
+        registry.register(Task)
+        spec = registry.spec("sync_task")
+        assert spec is not None
+        values = spec.from_json({"created_at": "2026-01-02T03:04:05.123456Z"}, strict=True)
+        assert values == {"created_at": datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)}
 
 
 class TestCursorAndClock:

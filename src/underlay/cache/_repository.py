@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import Select, Table, inspect
@@ -14,6 +15,8 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
+from underlay.cache._base import BaseCache
+from underlay.cache._codec import JSONCodec
 from underlay.cache._keys import (
     format_id,
     lists_namespace,
@@ -34,11 +37,23 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Compiled entity scopes shared by instances of one repository class, per dialect.
-_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[str, set[FromClause]]]] = {}
+_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], _Scope]] = {}
 _MAX_SCOPES = 256
+# Canonical primary keys by (mapper, type, value): coercing a key is far slower than a hit.
+_CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
+_MAX_CANONICAL = 8192
+_SIMPLE_IDS = (int, str, uuid.UUID)
 # Isolation levels whose every statement sees the latest commits: a loader's view is then
 # never older than the generations read just before it.
 _FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
+
+
+class _Scope(NamedTuple):
+    """What an entity entry's key and namespaces need besides the id, computed once."""
+
+    head: str  # the key up to the schema's identity
+    tables: set[FromClause]
+    namespaces: frozenset[str]  # every namespace but the row's own
 
 
 class _Reads(Protocol):
@@ -123,7 +138,9 @@ class CachedRepository(Generic[SchemaT]):
         self.mapper: Mapper[Any] = inspect(repository.model)
         self._fingerprint = schema_identity(schema)
         self._table = self.mapper.base_mapper.local_table
-        self._scopes: dict[tuple[Any, ...], tuple[str, set[FromClause]]] = {}
+        self._scopes: dict[tuple[Any, ...], _Scope] = {}
+        self._row_head = f"r:{self._table.fullname}:"
+        self._shared_scopes: dict[tuple[Any, ...], _Scope] | None = None
         self._dependencies: tuple[FromClause, ...] = tuple(
             table for model in depends_on for table in inspect(model).tables
         )
@@ -131,6 +148,41 @@ class CachedRepository(Generic[SchemaT]):
     @property
     def _session(self) -> AsyncSession:
         return self.repository.session
+
+    @property
+    def _payload_cache(self) -> BaseCache | None:
+        """The cache, when its payloads are JSON this class may validate directly."""
+        cache = self.cache
+        if isinstance(cache, BaseCache) and type(cache.codec) is JSONCodec:
+            return cache
+        return None
+
+    def _parse_many(
+        self,
+        payloads: Mapping[str, bytes],
+        cache: BaseCache,
+        by_key: Mapping[str, Any],
+        found: dict[Any, SchemaT],
+    ) -> list[str]:
+        """Validate payloads into ``found`` by id; return the keys the schema refused."""
+        rejected = []
+        for key, payload in payloads.items():
+            try:
+                parsed = self._parse(payload, cache)
+            except ValidationError:
+                rejected.append(key)
+            else:
+                if parsed is not None:
+                    found[by_key[key]] = parsed
+        return rejected
+
+    def _parse(self, payload: bytes, cache: BaseCache) -> SchemaT | None:
+        """Validate a JSON payload into ``schema`` (``None`` for a cached absent row)."""
+        if payload == b"null":
+            return None
+        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
+            return self.schema.model_validate(cache.codec.decode(payload))
+        return self.schema.model_validate_json(payload)
 
     async def get(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
@@ -162,7 +214,23 @@ class CachedRepository(Generic[SchemaT]):
                 return None
             return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
 
-        cacheable = _cacheable(options)
+        cacheable = not options or _cacheable(options)
+        fast = self._payload_cache
+        if fast is not None and cacheable:
+            fill = self._fill_policy(tables)
+            if fill is not None:
+                payload = await fast.load(
+                    key,
+                    self._detached(load),
+                    ttl=self.ttl,
+                    namespaces=namespaces,
+                    fill=fill,
+                    raw=True,
+                )
+                try:
+                    return self._parse(payload, fast)
+                except ValidationError:
+                    pass  # the entry no longer fits the schema: reread below
         value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         if value is None:
             return None
@@ -220,9 +288,22 @@ class CachedRepository(Generic[SchemaT]):
                     ).model_dump(mode="json")
             return found
 
-        fill = self._fill_policy(tables) if _cacheable(options) else None
+        fill = self._fill_policy(tables) if not options or _cacheable(options) else None
+        fast = self._payload_cache
+        found: dict[Any, SchemaT] = {}
+        rejected: list[str] = []
         if fill is None:
             values = await load(list(by_key))
+        elif fast is not None:
+            payloads = await fast.load_many(
+                {key: names for key, names, _ in entries.values()},
+                self._detached(load),
+                ttl=self.ttl,
+                fill=fill,
+                raw=True,
+            )
+            values = {}
+            rejected = self._parse_many(payloads, fast, by_key, found)
         else:
             values = await self.cache.load_many(
                 {key: names for key, names, _ in entries.values()},
@@ -230,8 +311,6 @@ class CachedRepository(Generic[SchemaT]):
                 ttl=self.ttl,
                 fill=fill,
             )
-        found: dict[Any, SchemaT] = {}
-        rejected: list[str] = []
         for key, value in values.items():
             if value is not None:
                 try:
@@ -342,32 +421,40 @@ class CachedRepository(Generic[SchemaT]):
     ) -> tuple[str, set[str], set[FromClause]]:
         """Return the key, namespaces and tables of the entry of the canonical key ``id``."""
         memo = (include_deleted, *(_describe(option) for option in options))
-        scopes = self._scopes
-        if self._class_wide_scope():
-            # A request builds a new CachedRepository: share the compiled scope with every
-            # instance of the same repository class, whose SELECT cannot differ.
-            dialect = self._session.sync_session.get_bind().dialect.name
-            shared = (type(self.repository), dialect, self._dependencies)
-            scopes = _CLASS_SCOPES.setdefault(shared, {})
-        if memo not in scopes:
+        scopes = self._shared_scopes
+        if scopes is None:
+            scopes = self._scopes
+            if self._class_wide_scope():
+                # A request builds a new CachedRepository: share the compiled scope with
+                # every instance of the same repository class, whose SELECT cannot differ.
+                dialect = self._session.sync_session.get_bind().dialect.name
+                shared = (type(self.repository), dialect, self._dependencies)
+                scopes = _CLASS_SCOPES.setdefault(shared, {})
+            self._shared_scopes = scopes
+        scope = scopes.get(memo)
+        if scope is None:
             # The scope does not depend on the id: compile it once.
-            scope = self.repository.select_statement(
+            statement = self.repository.select_statement(
                 options=options, include_deleted=include_deleted
+            )
+            tables = self._tables(statement)
+            scope = _Scope(
+                f"e:{self._table.fullname}:{self._digest(statement, options)}:",
+                tables,
+                frozenset(
+                    {
+                        *(rows_namespace(table) for table in self.mapper.tables),
+                        *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
+                    }
+                ),
             )
             if len(scopes) >= _MAX_SCOPES:
                 scopes.clear()
-            scopes[memo] = (self._digest(scope, options), self._tables(scope))
-        digest, tables = scopes[memo]
-        key = (
-            f"e:{self._table.fullname}:{digest}:{self._fingerprint}{tenant_key(tables)}"
-            f":{format_id(id)}"
-        )
-        namespaces = {
-            row_namespace(self.mapper, id),
-            *(rows_namespace(table) for table in self.mapper.tables),
-            *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
-        }
-        return key, namespaces, tables
+            scopes[memo] = scope
+        text = format_id(id)
+        key = f"{scope.head}{self._fingerprint}{tenant_key(scope.tables)}:{text}"
+        # row_namespace(mapper, id) for a canonical id, without coercing it again
+        return key, {f"{self._row_head}{text}", *scope.namespaces}, scope.tables
 
     def _class_wide_scope(self) -> bool:
         """Whether this repository's entity SELECT depends only on its class."""
@@ -409,8 +496,18 @@ class CachedRepository(Generic[SchemaT]):
         return detached
 
     def _canonical_id(self, id: Any) -> Any:
+        memo = (self.mapper, type(id), id) if type(id) in _SIMPLE_IDS else None
+        if memo is not None:
+            found = _CANONICAL.get(memo, _CANONICAL)
+            if found is not _CANONICAL:
+                return found
         values = canonical_identity(self.mapper, id)
-        return values[0] if len(values) == 1 else values
+        canonical = values[0] if len(values) == 1 else values
+        if memo is not None:
+            if len(_CANONICAL) >= _MAX_CANONICAL:
+                _CANONICAL.clear()
+            _CANONICAL[memo] = canonical
+        return canonical
 
     async def _read(
         self,

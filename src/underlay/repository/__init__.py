@@ -15,6 +15,7 @@ from underlay.repository._protocol import Repository
 from underlay.repository._query import SortKey
 from underlay.repository._schemas import to_schema, to_schemas
 from underlay.repository._sqlalchemy import SQLAlchemyRepository
+from underlay.repository._stream import Stream
 from underlay.repository._writes import COPY_THRESHOLD
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Repository",
     "SQLAlchemyRepository",
     "SortKey",
+    "Stream",
     "set_cursor_secret",
     "to_schema",
     "to_schemas",

@@ -7,8 +7,9 @@ value conversions) is done once per key set instead of once per row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "coerce_groups",
     "coerce_rows",
     "group_rows",
+    "in_batches",
     "in_key_order",
     "iterable_rows",
     "python_default",
@@ -188,6 +190,16 @@ def iterable_rows(rows: Any) -> Iterable[Any]:
             f"rows must be an iterable of mappings or models, not {type(rows).__name__}."
         )
     return rows
+
+
+def in_batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield the items of ``rows`` in lists of ``size`` (the last may be shorter).
+
+    Only one list is built at a time, so a generator of any length is read in flat memory.
+    """
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def coerce_rows(model: type[Any], rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from sqlalchemy import Select, func, select
 
@@ -21,8 +21,14 @@ from underlay.repository._query import (
     column_map,
     parse_order_by,
 )
+from underlay.repository._stream import (
+    DEFAULT_STREAM_BATCH,
+    Stream,
+    check_batch_size,
+    stream_batches,
+)
 from underlay.repository._writes import WriteMethods
-from underlay.typing import ModelT
+from underlay.typing import ModelT, SchemaT
 
 __all__ = ["SQLAlchemyRepository"]
 
@@ -355,6 +361,103 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         )
         with self._translated():
             return list((await self.session.execute(statement)).unique().scalars().all())
+
+    @overload
+    def stream(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        batch_size: int = DEFAULT_STREAM_BATCH,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        schema: None = None,
+    ) -> Stream[ModelT]: ...
+
+    @overload
+    def stream(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        batch_size: int = DEFAULT_STREAM_BATCH,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        schema: type[SchemaT],
+    ) -> Stream[SchemaT]: ...
+
+    def stream(
+        self,
+        *where: Any,
+        order_by: Any = None,
+        batch_size: int = DEFAULT_STREAM_BATCH,
+        options: Sequence[Any] = (),
+        include_deleted: bool = False,
+        filter_by: FilterInput = None,
+        schema: type[SchemaT] | None = None,
+    ) -> Stream[ModelT] | Stream[SchemaT]:
+        """Read every matching row in batches, holding one batch at a time (exports).
+
+        PostgreSQL reads through one server-side cursor; SQLite runs one keyset query per
+        batch (each starts after the previous batch's last row), so no cursor stays open
+        between batches. Soft-deleted rows, other tenants' rows and the repository's scope
+        are left out as for `list_all`. Rows come in ``order_by`` order with the primary
+        key as the tie-breaker (sort columns must be NOT NULL).
+
+        Use it as ``async with repo.stream(...) as batches: async for batch in batches``,
+        so that leaving the loop early closes the cursor at once. The session must stay
+        open while the stream is read. In a read-only session without a snapshot
+        (``db.session(readonly=True)``) the SQLite batches are separate statements and
+        may see commits made between them; use ``snapshot=True`` (or a read-write
+        session) for one consistent view.
+
+        Args:
+            *where: SQLAlchemy criteria.
+            order_by: As for `paginate`; defaults to the primary key.
+            batch_size: Rows per batch, 1 to 1,000,000.
+            options: Loader options (``selectinload`` works per batch; joined loads of
+                collections do not, as rows of one entity may straddle two batches).
+            include_deleted: Also return soft-deleted rows.
+            filter_by: A caller-supplied filter on declared fields, as for `list_all`.
+            schema: A Pydantic model: yield schemas validated from the entities instead.
+
+        Returns:
+            A `Stream` of lists of entities (or of ``schema`` instances).
+
+        Raises:
+            InvalidQueryError: Bad sort or filter fields or a bad ``batch_size``, raised
+                here, before any SQL.
+
+        Example:
+            >>> async def export(repo: SQLAlchemyRepository[Any]) -> int:
+            ...     rows = 0
+            ...     async with repo.stream(batch_size=500) as batches:
+            ...         async for batch in batches:
+            ...             rows += len(batch)
+            ...     return rows
+        """
+        size = check_batch_size(batch_size)
+        resolved = self._resolve(filter_by)
+        self._keyset_keys(order_by)  # refuse bad sort fields now, not at the first batch
+        convert = None
+        if schema is not None:
+            target = schema
+
+            def convert(entity: Any) -> Any:
+                return target.model_validate(entity, from_attributes=True)
+
+        return Stream(
+            stream_batches(
+                self,
+                where,
+                order_by=order_by,
+                batch_size=size,
+                options=self._options("stream", options),
+                include_deleted=include_deleted,
+                filter_by=resolved,
+                convert=convert,
+            )
+        )
 
     # -- pagination -----------------------------------------------------------------------
 

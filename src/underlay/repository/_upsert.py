@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +10,12 @@ from sqlalchemy import Column, Index, Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from underlay.exceptions import InvalidQueryError
+from underlay.exceptions import DuplicateError, InvalidQueryError
+from underlay.repository._bulk import RowReader, coerce_rows, group_rows, in_key_order
 from underlay.repository._query import column_map
 from underlay.tenancy._mixins import TenantMixin
 
-__all__ = ["ConflictTarget", "conflict_target", "upsert_statement"]
+__all__ = ["ConflictTarget", "UpsertPlan", "conflict_target", "upsert_statement"]
 
 _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -99,6 +100,7 @@ def upsert_statement(
     target: ConflictTarget,
     *,
     version_column: Column[Any] | None,
+    returning: bool = True,
 ) -> Any:
     """Build one ORM-enabled upsert returning entities, for rows with the attribute ``keys``.
 
@@ -143,6 +145,89 @@ def upsert_statement(
         if issubclass(model, TenantMixin)
         else None
     )
-    return statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=list(conflict), index_where=target.where, set_=set_, where=same_tenant
-    ).returning(model)
+    )
+    return upsert.returning(model) if returning else upsert
+
+
+class UpsertPlan:
+    """The per-batch work of `WriteMethods.upsert_many`: merge, order, send."""
+
+    def __init__(
+        self,
+        repository: Any,
+        reader: RowReader,
+        conflict_keys: list[str],
+        target: Any,
+        *,
+        returning: bool,
+    ) -> None:
+        self.repository = repository
+        self.reader = reader
+        self.conflict_keys = conflict_keys
+        self.target = target
+        self.complete: Any = None
+        # a tenant model needs the returned rows to tell a key taken by another tenant
+        self.returning = returning or issubclass(repository.model, TenantMixin)
+
+    def merge(self, batch: list[Any]) -> dict[Any, Mapping[str, Any]]:
+        """Read and coerce one batch, merging rows that repeat a key (the last one wins)."""
+        model = self.repository.model
+        read: list[Mapping[str, Any]] = []
+        for raw in batch:
+            row = self.reader.read(raw)
+            if row.keys() != self.complete:
+                missing = [key for key in self.conflict_keys if key not in row]
+                if missing:
+                    raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
+                self.complete = row.keys()
+            read.append(row)
+        # merged on coerced values: "5" and 5 are one key
+        merged: dict[Any, Mapping[str, Any]] = {}
+        for position, row in enumerate(coerce_rows(model, read)):
+            try:
+                identity: Any = tuple(row[key] for key in self.conflict_keys)
+                hash(identity)
+            except TypeError:
+                identity = position
+            merged.pop(identity, None)
+            merged[identity] = row
+        return merged
+
+    async def send(
+        self, merged: dict[Any, Mapping[str, Any]], loaded: list[Any]
+    ) -> tuple[list[Any], int]:
+        """Upsert one merged batch; return the entities (if returned) and the row count."""
+        repository = self.repository
+        model = repository.model
+        session = repository.session
+        dialect = repository._dialect.name
+        returned: list[Any] = []
+        for group in group_rows(in_key_order(merged), self.reader):
+            # one statement per key set, the rows as executemany parameters: SQLAlchemy
+            # batches them (insertmanyvalues), the statement is cached
+            statement = upsert_statement(
+                model,
+                dialect,
+                group[0].keys(),
+                self.target,
+                version_column=repository._version_column,
+                returning=self.returning,
+            )
+            if not self.returning:
+                await session.execute(statement, list(group))
+                continue
+            result = await session.execute(
+                statement, list(group), execution_options={"populate_existing": True}
+            )
+            entities = result.scalars().all()
+            returned.extend(entities)
+            loaded.extend(entities)
+        if self.returning and len(returned) < len(merged) and issubclass(model, TenantMixin):
+            raise DuplicateError(
+                f"An upserted {model.__name__} key is taken by a row of another tenant; "
+                "nothing of this call was kept for it. Use another key.",
+                model=model,
+            )
+        return returned, len(merged)

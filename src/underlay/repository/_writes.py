@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel
 from sqlalchemy import Column, Table, delete, insert, inspect, select, update
@@ -13,7 +13,6 @@ from sqlalchemy.orm.util import identity_key
 
 from underlay.events import record_write
 from underlay.exceptions import (
-    DuplicateError,
     InvalidQueryError,
     NotFoundError,
     StaleVersionError,
@@ -25,12 +24,11 @@ from underlay.repository._base import RepositoryBase
 from underlay.repository._bulk import (
     RowReader,
     coerce_groups,
-    coerce_rows,
     group_rows,
-    in_key_order,
+    in_batches,
     iterable_rows,
 )
-from underlay.repository._coerce import coerce_value
+from underlay.repository._coerce import check_count, coerce_value
 from underlay.repository._copy import (
     copy_rows,
     copy_supported,
@@ -38,12 +36,18 @@ from underlay.repository._copy import (
     executemany_rows,
 )
 from underlay.repository._query import coerce_values, column_map, values_dict
-from underlay.repository._upsert import conflict_target, upsert_statement
+from underlay.repository._upsert import UpsertPlan, conflict_target
 from underlay.tenancy._context import current_actor
-from underlay.tenancy._mixins import TenantMixin, deleted_by
+from underlay.tenancy._mixins import deleted_by
 from underlay.typing import ModelT
 
-__all__ = ["COPY_THRESHOLD", "WriteMethods"]
+__all__ = ["COPY_THRESHOLD", "INSERT_BATCH", "UPSERT_BATCH", "WriteMethods"]
+
+#: Rows ``insert_many`` reads from its iterable and sends at a time.
+INSERT_BATCH = 10_000
+
+#: Rows ``upsert_many`` reads from its iterable and sends at a time.
+UPSERT_BATCH = 5_000
 
 #: ``insert_many`` uses COPY on asyncpg (and the driver's executemany on aiosqlite) from this
 #: many rows (with ``method="auto"``).
@@ -239,81 +243,96 @@ class WriteMethods(RepositoryBase[ModelT]):
         (entity,) = await self.upsert_many([values], conflict_on=conflict_on)
         return entity
 
+    @overload
     async def upsert_many(
         self,
         rows: Iterable[Mapping[str, Any] | BaseModel],
         *,
         conflict_on: Sequence[Any],
-    ) -> list[ModelT]:
+        returning: Literal[True] = True,
+        batch_size: int = UPSERT_BATCH,
+    ) -> list[ModelT]: ...
+
+    @overload
+    async def upsert_many(
+        self,
+        rows: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        conflict_on: Sequence[Any],
+        returning: Literal[False],
+        batch_size: int = UPSERT_BATCH,
+    ) -> int: ...
+
+    async def upsert_many(
+        self,
+        rows: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        conflict_on: Sequence[Any],
+        returning: bool = True,
+        batch_size: int = UPSERT_BATCH,
+    ) -> list[ModelT] | int:
         """Upsert many rows: one statement per batch of rows with the same keys.
 
         Rows repeating a key are merged first (the last one wins, keys compared after
         coercion to the column types), because one statement cannot touch a row twice.
         Rows are sent in the order of their conflict keys, so concurrent upserts of
         overlapping keys lock them in the same order and do not deadlock. Like
-        :meth:`insert_many`, the statements run in a savepoint: if one fails, no row is
-        written and the transaction is as it was before the call. See :meth:`upsert`.
+        :meth:`insert_many`, the statements run in a savepoint: if one fails, or the
+        iterable raises, no row is written and the transaction is as it was before the
+        call. See :meth:`upsert`.
+
+        ``rows`` may be any iterable; it is read ``batch_size`` rows at a time. Merging and
+        key ordering apply within a batch (a key repeated in a later batch is simply
+        upserted again, so the last row still wins). With ``returning=False`` no entity is
+        built or kept, so a generator of millions of rows is upserted in flat memory.
+
+        Args:
+            rows: An iterable of mappings of attribute names, or of Pydantic models.
+            conflict_on: As for :meth:`upsert`.
+            returning: Return the entities (``True``) or only how many rows were upserted.
+            batch_size: Rows read and sent at a time.
 
         Returns:
             One entity per distinct key, in the order of the rows (a repeated key takes
-            the place of its last row).
+            the place of its last row); with ``returning=False``, the number of distinct
+            keys upserted (per batch).
         """
+        size = check_count(batch_size, name="batch_size", minimum=1, maximum=1_000_000)
         dialect = self._dialect.name
         target = conflict_target(self.model, conflict_on, dialect)
         columns = column_map(self.model)
         conflict_keys = [next(k for k, c in columns.items() if c is col) for col in target.columns]
         reader = RowReader(self.model, managed=self._version_key, operation="upsert")
-        read: list[Mapping[str, Any]] = []
-        complete: Any = None
-        for raw in iterable_rows(rows):
-            row = reader.read(raw)
-            if row.keys() != complete:
-                missing = [key for key in conflict_keys if key not in row]
-                if missing:
-                    raise InvalidQueryError(f"Upserted rows need a value for {missing}.")
-                complete = row.keys()
-            read.append(row)
-        # merged on coerced values: "5" and 5 are one key
-        merged: dict[Any, Mapping[str, Any]] = {}
-        for position, row in enumerate(coerce_rows(self.model, read)):
-            try:
-                identity: Any = tuple(row[key] for key in conflict_keys)
-                hash(identity)
-            except TypeError:
-                identity = position
-            merged.pop(identity, None)
-            merged[identity] = row
-        version_column = self._version_column
-        returned: list[ModelT] = []
-        groups = group_rows(in_key_order(merged), reader)
+        batches = in_batches(iterable_rows(rows), size)
+        first = next(batches, None)
+        if first is None:
+            return [] if returning else 0
+        plan = UpsertPlan(self, reader, conflict_keys, target, returning=returning)
+        merged = plan.merge(first)  # the first batch is checked before any SQL
+        del first
+        found: dict[Any, ModelT] = {}
+        count = 0
+        loaded: list[ModelT] = []
         with self._translated(None):
             try:
                 # a savepoint: a failed statement leaves the transaction as it was before
                 async with self.session.begin_nested():
-                    for group in groups:
-                        # one statement per key set, the rows as executemany parameters:
-                        # SQLAlchemy batches them (insertmanyvalues), the statement is cached
-                        statement = upsert_statement(
-                            self.model,
-                            dialect,
-                            group[0].keys(),
-                            target,
-                            version_column=version_column,
-                        )
-                        result = await self.session.execute(
-                            statement, list(group), execution_options={"populate_existing": True}
-                        )
-                        returned.extend(result.scalars().all())
+                    while True:
+                        entities, written = await plan.send(merged, loaded)
+                        count += written
+                        if returning:
+                            for entity in self._in_row_order(entities, merged, conflict_keys):
+                                key = tuple(getattr(entity, k) for k in conflict_keys)
+                                found.pop(key, None)
+                                found[key] = entity
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        merged = plan.merge(batch)
             except BaseException:
-                await self._forget_rolled_back(returned)
+                await self._forget_rolled_back(loaded)
                 raise
-        if len(returned) < len(merged) and issubclass(self.model, TenantMixin):
-            raise DuplicateError(
-                f"An upserted {self.model.__name__} key is taken by a row of another tenant; "
-                "nothing of this call was kept for it. Use another key.",
-                model=self.model,
-            )
-        return self._in_row_order(returned, merged, conflict_keys)
+        return list(found.values()) if returning else count
 
     async def _forget_rolled_back(self, entities: list[ModelT]) -> None:
         """Put entities loaded by a rolled-back savepoint back to the database's state."""
@@ -354,6 +373,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         rows: Iterable[Mapping[str, Any] | BaseModel],
         *,
         method: Literal["auto", "values", "copy"] = "auto",
+        batch_size: int = INSERT_BATCH,
     ) -> int:
         """Insert rows without building ORM objects; return how many were inserted.
 
@@ -367,14 +387,20 @@ class WriteMethods(RepositoryBase[ModelT]):
         default); otherwise ``"values"``. COPY and the driver executemany are recorded
         with :func:`underlay.database.record_write`, so cache invalidation sees them.
 
-        The rows are checked against their columns' types before any SQL, and written
-        inside a savepoint: if the database refuses a row (a duplicate key, say), none of
-        the rows is inserted and the transaction is as it was before the call, so catching
-        the error and committing keeps everything written earlier in the transaction.
+        ``rows`` may be any iterable, a generator of millions of rows included: they are
+        read ``batch_size`` at a time and only one batch is held in memory. Each batch is
+        checked against the columns' types before it is sent, and every batch is written
+        inside one savepoint: if the database refuses a row (a duplicate key, say), a value
+        does not fit, or the iterable itself raises, none of the rows of the call is
+        inserted and the transaction is as it was before the call, so catching the error
+        and committing keeps everything written earlier in the transaction. Up to
+        ``batch_size`` rows are all checked before any SQL is sent.
 
         Args:
-            rows: Mappings of attribute names, or Pydantic models.
+            rows: An iterable of mappings of attribute names, or of Pydantic models.
             method: ``"auto"``, ``"values"`` or ``"copy"``.
+            batch_size: Rows read and sent at a time (each batch is one COPY or
+                executemany per set of keys).
 
         Returns:
             The number of rows inserted.
@@ -388,11 +414,13 @@ class WriteMethods(RepositoryBase[ModelT]):
         """
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
+        size = check_count(batch_size, name="batch_size", minimum=1, maximum=10_000_000)
         reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
-        groups = coerce_groups(self.model, group_rows(iterable_rows(rows), reader))
-        if not groups:
+        batches = in_batches(iterable_rows(rows), size)
+        first = next(batches, None)
+        if first is None:
             return 0
-        count = sum(map(len, groups))
+        groups = coerce_groups(self.model, group_rows(first, reader))
         dialect = self._dialect
         table = self._mapper.local_table
         assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
@@ -402,11 +430,19 @@ class WriteMethods(RepositoryBase[ModelT]):
                 "insert_many(method='copy') needs PostgreSQL through asyncpg and columns "
                 "whose defaults are values or Python callables."
             )
-        large = method == "auto" and count >= COPY_THRESHOLD
-        # a savepoint: a failed batch leaves the transaction as it was before the call
+        # a full first batch means more rows may follow: the bulk path either way
+        large = method == "auto" and (len(first) >= COPY_THRESHOLD or len(first) == size)
+        count = len(first)
+        del first
+        # a savepoint: a failed batch (or a row iterator that raises) leaves the transaction
+        # as it was before the call
         with self._translated(None):
             async with self.session.begin_nested():
                 await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
+                for batch in batches:
+                    groups = coerce_groups(self.model, group_rows(batch, reader))
+                    count += len(batch)
+                    await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
         return count
 
     async def _insert_groups(

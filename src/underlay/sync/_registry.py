@@ -12,7 +12,7 @@ from pydantic import JsonValue, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Column, ColumnElement, Table, inspect
 from sqlalchemy.orm import Mapper
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from underlay.models import SoftDeleteMixin, TimestampMixin, VersionedMixin
 
@@ -270,10 +270,16 @@ class SyncRegistry:
 
 def _python_type(column: Column[Any]) -> Any:
     type_ = column.type
+    python_type = _declared_python_type(type_)
+    if python_type is object and isinstance(type_, TypeDecorator):
+        # a TypeDecorator declares no type of its own (SQLAlchemy 2.0 raises, 2.1 says object):
+        # the type it wraps knows
+        python_type = _declared_python_type(type_.impl_instance)
+    return Any if python_type is object else python_type  # JSON and custom types: as they are
+
+
+def _declared_python_type(type_: TypeEngine[Any]) -> Any:
     try:
-        python_type = type_.python_type
-        if python_type is object and isinstance(type_, TypeDecorator):
-            python_type = type_.impl_instance.python_type
+        return type_.python_type
     except NotImplementedError:
-        return Any  # JSON and custom types: passed through as they are
-    return Any if python_type is object else python_type
+        return object
