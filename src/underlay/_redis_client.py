@@ -7,12 +7,16 @@ server; callers handle outages with their own breakers and fail-safe paths).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from underlay._imports import require
 
-__all__ = ["connect", "is_cluster", "redis_errors"]
+__all__ = ["close", "connect", "is_cluster", "redis_errors"]
+
+# The Sentinel managers behind the master clients `connect` made: closed with the client.
+_MANAGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def _address(node: str | tuple[str, int]) -> tuple[str, int]:
@@ -74,9 +78,11 @@ def connect(
             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
             **common,
         )
-        return manager.master_for(
+        master = manager.master_for(
             service_name, retry=retry.Retry(backoff.NoBackoff(), 0), retry_on_timeout=False
         )
+        _MANAGERS[master] = manager
+        return master
     redis_asyncio = require("redis.asyncio", extra="redis")
     return redis_asyncio.Redis.from_url(
         url or "redis://localhost:6379",
@@ -84,6 +90,15 @@ def connect(
         retry_on_timeout=False,
         **common,
     )
+
+
+async def close(client: Any) -> None:
+    """Close a client `connect` made (and the Sentinel connections behind it)."""
+    await client.aclose()
+    manager = _MANAGERS.pop(client, None)
+    if manager is not None:
+        for node in manager.sentinels:
+            await node.aclose()
 
 
 def is_cluster(client: Any) -> bool:

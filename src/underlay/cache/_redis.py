@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from underlay._imports import require
-from underlay._redis_client import connect, is_cluster, redis_errors
+from underlay._redis_client import close, connect, is_cluster, redis_errors
 from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
@@ -110,6 +110,8 @@ class RedisCache(BaseCache):
         )
         self._store_errors = redis_errors()
         self._no_script: type[Exception] = exceptions.NoScriptError
+        self._moved: type[Exception] = exceptions.ConnectionError
+        self._scan_node = ""
         self.prefix = prefix
         self.namespace_ttl = namespace_ttl
         self._owns_client = client is None
@@ -291,6 +293,10 @@ class RedisCache(BaseCache):
 
     async def _pipelined(self, script: Any, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
         """Run one script for several calls in one round trip (loading it if Redis lost it)."""
+        if self.cluster:
+            # redis-py refuses scripts in cluster pipelines: concurrent calls instead (all
+            # go to the one node that owns the cache's slot).
+            return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
@@ -355,7 +361,7 @@ class RedisCache(BaseCache):
         cursor: int = 0
         while True:
             async with asyncio.timeout(deadline):
-                cursor, names = await self.client.scan(cursor=cursor, match=match, count=chunk)
+                cursor, names = await self._scan(cursor, match, chunk)
             for start in range(0, len(names), chunk):
                 batch = names[start : start + chunk]
                 async with asyncio.timeout(deadline):
@@ -364,9 +370,29 @@ class RedisCache(BaseCache):
             if cursor == 0:
                 return removed
 
+    async def _scan(self, cursor: int, match: str, count: int) -> tuple[int, list[Any]]:
+        if not self.cluster:
+            page: tuple[int, list[Any]] = await self.client.scan(
+                cursor=cursor, match=match, count=count
+            )
+            return page
+        # Every key of the cache is in one slot: walk the node that owns it. A cursor is
+        # only valid on the node that gave it, so a walk that sees the owner change (a
+        # failover) fails, and the failed invalidation is covered by an epoch bump.
+        node = self.client.get_node_from_key(self._epoch)  # type: ignore[attr-defined]  # RedisCluster
+        if cursor == 0:
+            self._scan_node = node.name
+        elif node.name != self._scan_node:
+            raise self._moved(f"the cache's slot moved to {node.name} during a pattern walk")
+        reply: Any = await self.client.scan(
+            cursor=cursor, match=match, count=count, target_nodes=node
+        )
+        cursors, names = reply  # a cluster answers with a cursor per node
+        return int(next(iter(cursors.values()))), names
+
     async def _close(self) -> None:
         if self._owns_client:
-            await self.client.aclose()
+            await close(self.client)
 
 
 def _has_tag(prefix: str) -> bool:
