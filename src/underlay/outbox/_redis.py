@@ -35,7 +35,8 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
 
 #: Append events to a stream, skipping every id at or below the stream's last generated id.
-#: KEYS[1] the stream; ARGV[1] MAXLEN (0: untrimmed), then (id, key or "", payload) triples.
+#: KEYS[1] the stream; ARGV[1] MAXLEN (0: untrimmed), then (id, key or "", tenant or "",
+#: payload) quadruples.
 #: The skip makes a re-publish after a crash a no-op, and the script runs atomically, so a
 #: batch is either in the stream entirely or not at all. Returns {added, last id}.
 PUBLISH = """
@@ -51,7 +52,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local maxlen = tonumber(ARGV[1])
 local added = 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local id = tonumber(ARGV[i])
   if id > top then
     local args = {'XADD', KEYS[1]}
@@ -62,10 +63,14 @@ for i = 2, #ARGV, 3 do
     end
     args[#args + 1] = ARGV[i] .. '-0'
     args[#args + 1] = 'payload'
-    args[#args + 1] = ARGV[i + 2]
+    args[#args + 1] = ARGV[i + 3]
     if ARGV[i + 1] ~= '' then
       args[#args + 1] = 'key'
       args[#args + 1] = ARGV[i + 1]
+    end
+    if ARGV[i + 2] ~= '' then
+      args[#args + 1] = 'tenant'
+      args[#args + 1] = ARGV[i + 2]
     end
     redis.call(unpack(args))
     top = id
