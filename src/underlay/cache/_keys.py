@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -60,12 +61,17 @@ def _canonical_text(value: Any) -> str:
     return str(value)
 
 
+_PLAIN_TEXT = frozenset({int, uuid.UUID})
+
+
 def format_id(ident: Any) -> str:
     """Return a primary key (a value or a tuple of values) as text for a key or namespace.
 
     Give it the canonical key (see `row_namespace`): the text of equal values of one type
     is the same (``Decimal("1.0")`` and ``Decimal("1.00")``, one instant in two zones).
     """
+    if type(ident) in _PLAIN_TEXT:  # the usual keys: their text is canonical already
+        return str(ident)
     values: Iterable[Any] = ident if isinstance(ident, tuple | list) else (ident,)
     return ",".join(_canonical_text(value) for value in values)
 

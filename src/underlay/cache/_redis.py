@@ -149,6 +149,8 @@ class RedisCache(BaseCache):
         tagged = self.cluster and not _has_tag(prefix)
         self.key_prefix = f"{{{prefix}}}" if tagged else prefix
         self._epoch = f"{self.key_prefix}epoch"
+        self._key_bytes = self.key_prefix.encode()
+        self._epoch_bytes = self._epoch.encode()
         self._read_script = client.register_script(_scripts.READ)
         self._lookup_script = client.register_script(_scripts.LOOKUP)
         self._fill_script = client.register_script(_scripts.FILL)
@@ -174,13 +176,21 @@ class RedisCache(BaseCache):
     # -- reads ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
-        counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
         if token is None:
             if not namespaces:
                 return (await self._read([key]))[0]
-            # The hit path: one plain MGET, compared here; no script.
-            raw = await self.client.mget([f"{self.key_prefix}d:{key}", self._epoch, *counters])
-            current = dict(zip(_encoded(namespaces), raw[2:], strict=True))
+            # The hit path: one plain MGET, compared here; no script. Keys go as bytes:
+            # redis-py then sends them as they are instead of encoding each one.
+            names = _encoded(namespaces)
+            prefix = self._key_bytes
+            raw = await self.client.mget(
+                [
+                    prefix + b"d:" + key.encode(),
+                    self._epoch_bytes,
+                    *(prefix + b"g:" + n for n in names),
+                ]
+            )
+            current = dict(zip(names, raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
             if status == HIT:
                 return Lookup(HIT, payload)
@@ -188,6 +198,7 @@ class RedisCache(BaseCache):
                 return Lookup(MISS)
             return (await self._read([key]))[0]  # a foreign entry, or unknown counters
         # A miss: the script checks again, reads the generations and takes the lease.
+        counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
         reply: list[Any] = await self._lookup_script(
             keys=[self._entry(key), self._lease(key), self._epoch, *counters],
             args=[
@@ -214,15 +225,16 @@ class RedisCache(BaseCache):
     async def _lookup_many(
         self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]
     ) -> list[Lookup]:
-        names = sorted({name for _, group, _ in requests for name in group})
+        names = [name.encode() for name in sorted({n for _, group, _ in requests for n in group})]
+        prefix = self._key_bytes
         raw = await self.client.mget(
             [
-                self._epoch,
-                *(self._counter(name) for name in names),
-                *(self._entry(key) for key, _, _ in requests),
+                self._epoch_bytes,
+                *(prefix + b"g:" + name for name in names),
+                *(prefix + b"d:" + key.encode() for key, _, _ in requests),
             ]
         )
-        current = dict(zip((name.encode() for name in names), raw[1:], strict=False))
+        current = dict(zip(names, raw[1:], strict=False))
         entries = raw[1 + len(names) :]
         found: list[Lookup | None] = []
         again: list[int] = []

@@ -303,7 +303,8 @@ class CachedRepository(Generic[SchemaT]):
         wanted = list(dict.fromkeys(self._canonical_id(ident) for ident in ids))
         entries = {ident: self._entity_entry(ident, options, include_deleted) for ident in wanted}
         by_key = {key: ident for ident, (key, _, _) in entries.items()}
-        tables = set().union(*(tables for _, _, tables in entries.values())) if entries else set()
+        # one scope for every id: the same tables
+        tables = next(iter(entries.values()))[2] if entries else set()
 
         async def load(keys: list[str]) -> dict[str, Any]:
             asked = {format_id(by_key[key]): key for key in keys}
