@@ -12,6 +12,7 @@ from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
 from underlay.cache._entry import INVALID, check, parse
+from underlay.cache._near import NearCache, tracking_connection
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -69,11 +70,13 @@ class RedisCache(BaseCache):
         lease_ttl: Seconds a fill lease is held (the longest a loader may take to fill).
         namespace_ttl: Seconds an idle namespace counter is kept (at least the entries' TTL).
         codec: How values become bytes; defaults to `JSONCodec`.
+        near_cache: An in-process `NearCache` in front of Redis (single server only), so
+            hits cost microseconds; see its guarantees.
 
     Raises:
         MissingDependencyError: ``redis`` is not installed (``pip install 'underlay[redis]'``).
         ValueError: Both ``cluster_nodes`` and ``sentinels``, or ``sentinels`` without
-            ``service_name``.
+            ``service_name``, or a ``near_cache`` with a cluster or Sentinel.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RedisCache(BaseCache):
         lease_ttl: float = 10.0,
         namespace_ttl: float = 86400,
         codec: Codec | None = None,
+        near_cache: NearCache | None = None,
     ) -> None:
         exceptions = require("redis.exceptions", extra="redis")
         super().__init__(
@@ -135,6 +139,11 @@ class RedisCache(BaseCache):
         self._store_script = client.register_script(_scripts.STORE)
         self._bump_script = client.register_script(_scripts.BUMP)
         self._release_script = client.register_script(_scripts.RELEASE)
+        self._near = near_cache
+        if near_cache is not None:
+            if self.cluster:
+                raise ValueError("a near cache needs a single Redis server, not a cluster")
+            near_cache._attach(self, tracking_connection(client), self.key_prefix, self._epoch)
 
     def __repr__(self) -> str:
         return f"RedisCache(prefix={self.prefix!r})"
@@ -148,6 +157,10 @@ class RedisCache(BaseCache):
     def _counter(self, namespace: str) -> str:
         return f"{self.key_prefix}g:{namespace}"
 
+    def _near_hit(self, key: str) -> bytes | None:
+        near = self._near
+        return None if near is None else near._lookup(f"{self.key_prefix}d:{key}")
+
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))
 
@@ -156,10 +169,16 @@ class RedisCache(BaseCache):
     async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
         counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
         if token is None:
+            near = self._near
+            if near is not None and (found := near._lookup(self._entry(key))) is not None:
+                return Lookup(HIT, found)
             if not namespaces:
                 return (await self._read([key]))[0]
             # The hit path: one plain MGET, compared here; no script.
-            raw = await self.client.mget([f"{self.key_prefix}d:{key}", self._epoch, *counters])
+            keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
+            raw = await (
+                self.client.mget(keys) if near is None else near._read(self.client.mget, keys, 1)
+            )
             current = dict(zip(_encoded(namespaces), raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
             if status == HIT:
@@ -323,30 +342,49 @@ class RedisCache(BaseCache):
             *(self._counter(name) for name in namespaces),
             *(name for key, _ in items for name in (self._entry(key), self._lease(key))),
         ]
-        await self._store_script(
-            keys=keys,
-            args=[
-                ttl_ms,
-                self._ms(self.namespace_ttl),
-                len(namespaces),
-                *namespaces,
-                *(payload for _, payload in items),
-            ],
-        )
+        try:
+            await self._store_script(
+                keys=keys,
+                args=[
+                    ttl_ms,
+                    self._ms(self.namespace_ttl),
+                    len(namespaces),
+                    *namespaces,
+                    *(payload for _, payload in items),
+                ],
+            )
+        finally:
+            self._forget([self._entry(key) for key, _ in items])
 
     # -- invalidations ----------------------------------------------------------------------
 
     async def _remove(self, keys: Sequence[str]) -> None:
-        await self.client.unlink(
-            *(name for key in keys for name in (self._entry(key), self._lease(key)))
-        )
+        try:
+            await self.client.unlink(
+                *(name for key in keys for name in (self._entry(key), self._lease(key)))
+            )
+        finally:
+            self._forget([self._entry(key) for key in keys])
 
     async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
         keys = [self._epoch] if epoch else []
         expiring = ["0"] if epoch else []
         keys += [self._counter(name) for name in names]
         expiring += ["1"] * len(names)
-        await self._bump_script(keys=keys, args=[self._ms(self.namespace_ttl), *expiring])
+        try:
+            await self._bump_script(keys=keys, args=[self._ms(self.namespace_ttl), *expiring])
+        finally:
+            self._forget(keys)
+
+    def _forget(self, keys: list[str] | None) -> None:
+        """Drop what this process just invalidated from the near cache (``None``: all)."""
+        # After the write reached Redis (or failed): a near fill in flight is voided, a
+        # later one reads the new state, so nothing invalidated here is served afterwards.
+        if self._near is not None:
+            if keys is None:
+                self._near._flush()
+            else:
+                self._near._invalidate(keys)
 
     async def _remove_matching(self, pattern: str) -> int:
         # Entries and leases in one walk: removing the lease too voids fills in flight. Every
@@ -367,6 +405,7 @@ class RedisCache(BaseCache):
                 async with asyncio.timeout(deadline):
                     await self.client.unlink(*batch)
                 removed += sum(_raw(name).startswith(entry_prefix) for name in batch)
+                self._forget(None)
             if cursor == 0:
                 return removed
 
@@ -391,6 +430,8 @@ class RedisCache(BaseCache):
         return int(next(iter(cursors.values()))), names
 
     async def _close(self) -> None:
+        if self._near is not None:
+            await self._near._close()
         if self._owns_client:
             await close(self.client)
 
