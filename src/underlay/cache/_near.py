@@ -119,8 +119,8 @@ class NearCache:
         self._prefixes: tuple[str, ...] = ()
         self._epoch = ""
         self._counter_prefix = ""
-        # Test hooks: called with "connected", "flushed" or "invalidated".
-        self._listeners: list[Callable[[str], None]] = []
+        # Test hooks: called with "connected", "lost", "flushed" or "invalidated", and keys.
+        self._listeners: list[Callable[[str, tuple[str, ...]], None]] = []
 
     def __repr__(self) -> str:
         return f"NearCache(max_entries={self.max_entries}, ttl={self.ttl})"
@@ -266,7 +266,7 @@ class NearCache:
             self._counters.pop(key, None)
             if key in self._inflight:
                 self._dirty[key] = self._sequence
-        self._notify("invalidated")
+        self._notify("invalidated", tuple(keys))
 
     def _flush(self) -> None:
         """Drop every entry and void every fill in flight."""
@@ -278,9 +278,9 @@ class NearCache:
         self.flushes += 1
         self._notify("flushed")
 
-    def _notify(self, event: str) -> None:
+    def _notify(self, event: str, keys: tuple[str, ...] = ()) -> None:
         for listener in self._listeners:
-            listener(event)
+            listener(event, keys)
 
     # -- the tracking connection ------------------------------------------------------------
 
@@ -298,6 +298,7 @@ class NearCache:
             if self._active:
                 self._active = False
                 self._flush()
+                self._notify("lost")
             await asyncio.sleep(min(self.ping_interval, 1.0))
 
     async def _session(self) -> None:
