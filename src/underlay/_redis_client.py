@@ -111,7 +111,8 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     """Return the exception classes that mean "Redis failed or is unreachable".
 
     They include what a failover raises: connection errors, ``ClusterDownError``,
-    ``TryAgainError``, ``ReadOnlyError`` and Sentinel's ``MasterNotFoundError``.
+    ``TryAgainError``, ``ReadOnlyError``, a cluster's ``SlotNotCoveredError`` (not a
+    ``RedisError``) and Sentinel's ``MasterNotFoundError``.
     """
     exceptions: Any = require("redis.exceptions", extra="redis")
-    return (exceptions.RedisError, OSError, TimeoutError)
+    return (exceptions.RedisError, exceptions.RedisClusterException, OSError, TimeoutError)

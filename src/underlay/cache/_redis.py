@@ -23,6 +23,10 @@ _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 _UNSURE = 2
 
 
+class NotReplicatedError(Exception):
+    """An invalidation the master took but fewer replicas than required acknowledged."""
+
+
 class RedisCache(BaseCache):
     """A cache in Redis that stays correct around transactions and degrades gracefully.
 
@@ -40,6 +44,11 @@ class RedisCache(BaseCache):
     * Invalidations fail safe: retried ``invalidation_attempts`` times within
       ``invalidation_timeout`` each; one that still fails makes the cache bump its epoch (all
       entries invalid) as soon as Redis answers again, before this process reads from it.
+    * Invalidations survive a failover: in replicated mode (``wait_replicas``, on by default
+      on a cluster and behind Sentinel) each one is followed by ``WAIT`` on the same
+      connection, and one that fewer replicas acknowledged than asked (at most as many as
+      are attached) counts as not delivered, so the epoch bump covers it: a replica
+      promoted before it saw an invalidation never serves what it invalidated.
     * One server, a Sentinel-managed master (``sentinels`` and ``service_name``) or a Redis
       Cluster (``cluster_nodes``). On a cluster every key of the cache carries the prefix as
       its hash tag (``{prefix}d:<key>``), so an entry and the counters it is checked against
@@ -69,11 +78,16 @@ class RedisCache(BaseCache):
         lease_ttl: Seconds a fill lease is held (the longest a loader may take to fill).
         namespace_ttl: Seconds an idle namespace counter is kept (at least the entries' TTL).
         codec: How values become bytes; defaults to `JSONCodec`.
+        wait_replicas: Replicas that must acknowledge each invalidation (``WAIT``, for up
+            to half of ``invalidation_timeout``) before it counts as delivered; capped at
+            the replicas attached to the master at the time. ``None`` (the default) means 1
+            on a cluster or behind Sentinel and 0 (no ``WAIT``) on one server or a
+            ``client`` that is not a cluster.
 
     Raises:
         MissingDependencyError: ``redis`` is not installed (``pip install 'underlay[redis]'``).
         ValueError: Both ``cluster_nodes`` and ``sentinels``, or ``sentinels`` without
-            ``service_name``.
+            ``service_name``, or a negative ``wait_replicas``.
     """
 
     def __init__(
@@ -95,7 +109,10 @@ class RedisCache(BaseCache):
         lease_ttl: float = 10.0,
         namespace_ttl: float = 86400,
         codec: Codec | None = None,
+        wait_replicas: int | None = None,
     ) -> None:
+        if wait_replicas is not None and wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be 0 or more, not {wait_replicas}")
         exceptions = require("redis.exceptions", extra="redis")
         super().__init__(
             default_ttl=default_ttl,
@@ -108,7 +125,7 @@ class RedisCache(BaseCache):
             failure_threshold=failure_threshold,
             cooldown=cooldown,
         )
-        self._store_errors = redis_errors()
+        self._store_errors = (*redis_errors(), NotReplicatedError)
         self._no_script: type[Exception] = exceptions.NoScriptError
         self._moved: type[Exception] = exceptions.ConnectionError
         self._scan_node = ""
@@ -125,6 +142,9 @@ class RedisCache(BaseCache):
             )
         self.client: Redis = client
         self.cluster = is_cluster(client)
+        if wait_replicas is None:
+            wait_replicas = 1 if self.cluster or (self._owns_client and sentinels) else 0
+        self.wait_replicas = wait_replicas
         # On a cluster the prefix is the hash tag of every key (unless it carries one).
         tagged = self.cluster and not _has_tag(prefix)
         self.key_prefix = f"{{{prefix}}}" if tagged else prefix
@@ -337,16 +357,76 @@ class RedisCache(BaseCache):
     # -- invalidations ----------------------------------------------------------------------
 
     async def _remove(self, keys: Sequence[str]) -> None:
-        await self.client.unlink(
-            *(name for key in keys for name in (self._entry(key), self._lease(key)))
-        )
+        names = [name for key in keys for name in (self._entry(key), self._lease(key))]
+        if self.wait_replicas:
+            await self._durably("UNLINK", *names)
+        else:
+            await self.client.unlink(*names)
 
     async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
         keys = [self._epoch] if epoch else []
         expiring = ["0"] if epoch else []
         keys += [self._counter(name) for name in names]
         expiring += ["1"] * len(names)
-        await self._bump_script(keys=keys, args=[self._ms(self.namespace_ttl), *expiring])
+        args = [self._ms(self.namespace_ttl), *expiring]
+        if self.wait_replicas:
+            # The script's text, not its SHA: no NOSCRIPT round on a promoted replica.
+            await self._durably("EVAL", _scripts.BUMP, len(keys), *keys, *args)
+        else:
+            await self._bump_script(keys=keys, args=args)
+
+    async def _durably(self, *command: Any) -> Any:
+        """Run a write, then ``WAIT`` for the replicas on the same connection.
+
+        A write the master acknowledged but no replica received is lost when the master
+        dies and a replica takes over. Fewer acknowledgements than ``wait_replicas`` (capped
+        at the replicas ``ROLE`` lists) raise `NotReplicatedError`, so the invalidation is
+        retried and then covered by the epoch bump, which is itself written this way.
+        """
+        wait_ms = self._ms((self.invalidation_timeout or 0.2) / 2)
+        calls: list[tuple[Any, ...]] = [command, ("WAIT", self.wait_replicas, wait_ms), ("ROLE",)]
+        if self.cluster:
+            replies = await self._on_slot_node(calls)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command(*call)
+            replies = await pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        result, acknowledged, role = replies
+        if _raw(role[0]) != b"master":
+            raise NotReplicatedError("the node that took the invalidation is not a master")
+        needed = min(self.wait_replicas, len(role[2]))
+        if int(acknowledged) < needed:
+            raise NotReplicatedError(
+                f"{acknowledged} of {needed} replicas acknowledged the invalidation"
+                f" within {wait_ms} ms"
+            )
+        return result
+
+    async def _on_slot_node(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``calls`` down one connection to the node that owns the cache's slot."""
+        cluster: Any = self.client
+        try:
+            await cluster.initialize()  # a no-op unless the slot map is to be (re)loaded
+            node = cluster.get_node_from_key(self._epoch)
+            pipe: Any = cluster.pipeline()
+            for call in calls:
+                pipe.execute_command(*call, target_nodes=node)
+            # A redirection (the slot moved) is an error here, not followed: the WAIT
+            # must run where the write ran.
+            replies: list[Any] = await pipe.execute(raise_on_error=False, allow_redirections=False)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except self._store_errors:
+            # As redis-py does after a failed command: reload the slot map on the next call,
+            # so a failover's new master is found.
+            await cluster.aclose()
+            raise
+        return replies
 
     async def _remove_matching(self, pattern: str) -> int:
         # Entries and leases in one walk: removing the lease too voids fills in flight. Every
@@ -365,7 +445,10 @@ class RedisCache(BaseCache):
             for start in range(0, len(names), chunk):
                 batch = names[start : start + chunk]
                 async with asyncio.timeout(deadline):
-                    await self.client.unlink(*batch)
+                    if self.wait_replicas:
+                        await self._durably("UNLINK", *batch)
+                    else:
+                        await self.client.unlink(*batch)
                 removed += sum(_raw(name).startswith(entry_prefix) for name in batch)
             if cursor == 0:
                 return removed
