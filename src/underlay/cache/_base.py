@@ -19,17 +19,16 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
 from underlay.cache._faults import FAILED, Failed, FaultPolicy
 from underlay.cache._stats import CacheStats
 
-__all__ = ["BaseCache", "Lookup"]
+__all__ = ["BaseCache", "CheckedNames", "Lookup", "check_namespaces"]
 
 #: What `BaseCache._load` returns for the value when asked not to decode.
 _UNDECODED: Final = object()
@@ -45,9 +44,14 @@ class _LeaderGoneError(Exception):
     """The caller loading a key was cancelled; a waiting caller loads instead."""
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """What the store answered to a lookup.
+def _hand_over(future: asyncio.Future[bytes]) -> None:
+    """Tell the callers waiting on ``future`` to look up (and load) by themselves."""
+    future.set_exception(_LeaderGoneError())
+    future.exception()  # marked retrieved: nobody logs it
+
+
+class Lookup(NamedTuple):
+    """What the store answered to a lookup (a named tuple: made on every hit).
 
     Attributes:
         status: ``HIT``, ``MISS`` or ``CORRUPT`` (the store already removed the entry).
@@ -70,9 +74,21 @@ def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[start : start + step] for start in range(0, len(items), step)]
 
 
-def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
-    """Return ``namespaces`` as a sorted tuple without duplicates, rejecting bad names."""
-    names = tuple(sorted(set(namespaces)))
+class CheckedNames(tuple[str, ...]):
+    """Namespaces `check_namespaces` accepted (or built to its rules): not checked again."""
+
+    __slots__ = ()
+
+
+def check_namespaces(namespaces: Iterable[str]) -> CheckedNames:
+    """Return ``namespaces`` as a tuple without duplicates, rejecting bad names.
+
+    Sorted, unless they come as `CheckedNames` (returned as they are: the cached
+    repository builds an entry's names once per scope and not on every read).
+    """
+    if type(namespaces) is CheckedNames:
+        return namespaces
+    names = CheckedNames(sorted(set(namespaces)))
     for name in names:
         if not name or "\n" in name:
             raise ValueError(f"invalid cache namespace {name!r}: non-empty, no newlines")
@@ -123,6 +139,7 @@ class BaseCache(FaultPolicy):
         self._sequence = 0
         self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
         self._recovery: asyncio.Task[None] | None = None
+        self._deadlines = {}
         # Lease tokens only need to be unique: a random per-cache part and a counter.
         self._token_base = secrets.token_hex(8)
         self._tokens = itertools.count()
@@ -357,7 +374,7 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
-        fill: bool = True,
+        fill: bool | Callable[[], bool] = True,
         raw: bool = False,
     ) -> Any:
         """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
@@ -370,7 +387,9 @@ class BaseCache(FaultPolicy):
             loader: A zero-argument coroutine function producing the value.
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
             namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
-            fill: Store the loaded value (guarded as in :meth:`get_or_set`).
+            fill: Store the loaded value (guarded as in :meth:`get_or_set`). A
+                zero-argument callable returning that decision is called only on a miss,
+                before ``loader``, so a hit never pays for the decision.
             raw: Return the encoded bytes instead of the value; a hit's payload is not
                 decoded (for callers that parse it themselves, such as
                 `CachedRepository`, and `delete` what they cannot parse).
@@ -392,35 +411,78 @@ class BaseCache(FaultPolicy):
         ttl: float | None,
         names: tuple[str, ...],
         *,
-        fill: bool,
+        fill: bool | Callable[[], bool],
         decode: bool,
     ) -> tuple[Any, bytes]:
-        if not fill:
+        if fill is False:
             return await self._load(key, loader, ttl, names, fill=False, decode=decode)
         while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
-                continue  # the loading caller was cancelled: the next waiter loads
+                continue  # the loading caller was cancelled (or may not fill): look again
             return _UNDECODED, payload
         # This caller looks up (and loads on a miss); later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            value, payload = await self._load(key, loader, ttl, names, fill=True, decode=decode)
+            # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
+            probe = await self._guarded_read(self._lookup, key, names, None)
+            if (
+                not decode
+                and not isinstance(probe, Failed)
+                and probe.status == HIT
+                and probe.payload is not None
+            ):
+                self.stats.hits += 1
+                value, payload = _UNDECODED, probe.payload
+            else:
+                value, payload = await self._after_probe(
+                    key, loader, ttl, names, probe, fill=fill, decode=decode, flight=flight
+                )
         except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            future.set_exception(_LeaderGoneError() if cancelled else exc)
-            future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
+            if not future.done():
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                future.set_exception(_LeaderGoneError() if cancelled else exc)
+                future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
             raise
         else:
-            future.set_result(payload)
+            if not future.done():
+                future.set_result(payload)
             return value, payload
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+
+    async def _after_probe(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        probe: Lookup | Failed,
+        *,
+        fill: bool | Callable[[], bool],
+        decode: bool,
+        flight: tuple[int, asyncio.Future[bytes]],
+    ) -> tuple[Any, bytes]:
+        """The leader's look-up did not give bytes to return as they are: decode, or load."""
+        if isinstance(probe, Failed):
+            self.stats.misses += 1
+        else:
+            found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                return found
+        if fill if isinstance(fill, bool) else fill():
+            return await self._fetch(key, loader, ttl, names, probe, fill=True, decode=decode)
+        # Asked only now, on a miss: this caller may not publish what it loads, so its value
+        # is not shared either. Waiters look again; one of them loads.
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        _hand_over(flight[1])
+        return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
 
     async def _load(
         self,
@@ -433,7 +495,6 @@ class BaseCache(FaultPolicy):
         decode: bool,
     ) -> tuple[Any, bytes]:
         """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
-        # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
         probe = await self._guarded_read(partial(self._lookup, key, names, None))
         if isinstance(probe, Failed):
             self.stats.misses += 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Select, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import LoaderCriteriaOption, Mapper, Session
@@ -15,7 +17,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
-from underlay.cache._base import BaseCache
+from underlay.cache._base import BaseCache, CheckedNames, check_namespaces
 from underlay.cache._codec import JSONCodec
 from underlay.cache._keys import (
     format_id,
@@ -39,6 +41,8 @@ T = TypeVar("T")
 # Compiled entity scopes shared by instances of one repository class, per dialect.
 _CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], _Scope]] = {}
 _MAX_SCOPES = 256
+# The scope memo of reads without options.
+_PLAIN: dict[bool, tuple[Any, ...]] = {False: (False,), True: (True,)}
 # Canonical primary keys by (mapper, type, value): coercing a key is far slower than a hit.
 _CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
 _MAX_CANONICAL = 8192
@@ -53,7 +57,24 @@ class _Scope(NamedTuple):
 
     head: str  # the key up to the schema's identity
     tables: set[FromClause]
-    namespaces: frozenset[str]  # every namespace but the row's own
+    namespaces: tuple[str, ...]  # every namespace but the row's own, checked and sorted
+
+
+class _ListShape(NamedTuple):
+    """What a list entry's key needs from a statement's structure, computed once."""
+
+    sql: str  # the SELECT compiled for the dialect, bound values as placeholders
+    tables: set[FromClause]
+    namespaces: CheckedNames
+
+
+# ``TypeAdapter(list[schema])`` by schema: list entries are validated straight from JSON.
+_LIST_ADAPTERS: weakref.WeakKeyDictionary[type[BaseModel], TypeAdapter[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+# List entry shapes by (repository class, dialect, depends_on, statement cache key).
+_LIST_SHAPES: dict[tuple[Any, ...], _ListShape] = {}
+_MAX_LIST_SHAPES = 1024
 
 
 class _Reads(Protocol):
@@ -184,6 +205,16 @@ class CachedRepository(Generic[SchemaT]):
             return self.schema.model_validate(cache.codec.decode(payload))
         return self.schema.model_validate_json(payload)
 
+    def _parse_list(self, payload: bytes, cache: BaseCache) -> list[SchemaT]:
+        """Validate a JSON array payload into a list of ``schema``."""
+        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
+            return [self.schema.model_validate(value) for value in cache.codec.decode(payload)]
+        adapter = _LIST_ADAPTERS.get(self.schema)
+        if adapter is None:
+            adapter = _LIST_ADAPTERS[self.schema] = TypeAdapter(list[self.schema])  # type: ignore[name-defined]
+        result: list[SchemaT] = adapter.validate_json(payload)
+        return result
+
     async def get(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
     ) -> SchemaT | None:
@@ -217,20 +248,22 @@ class CachedRepository(Generic[SchemaT]):
         cacheable = not options or _cacheable(options)
         fast = self._payload_cache
         if fast is not None and cacheable:
-            fill = self._fill_policy(tables)
-            if fill is not None:
+            if not session_touches(self._session.sync_session, tables):
+                # Whether a loaded value may be published is asked only on a miss.
                 payload = await fast.load(
                     key,
                     self._detached(load),
                     ttl=self.ttl,
                     namespaces=namespaces,
-                    fill=fill,
+                    fill=partial(self._may_fill, tables),
                     raw=True,
                 )
                 try:
                     return self._parse(payload, fast)
                 except ValidationError:
                     pass  # the entry no longer fits the schema: reread below
+            else:
+                cacheable = False  # this transaction's own uncommitted rows: the database
         value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         if value is None:
             return None
@@ -367,11 +400,8 @@ class CachedRepository(Generic[SchemaT]):
             include_deleted=include_deleted,
             filter_by=filter_by,
         )
-        tables = self._tables(statement)
-        key = (
-            f"l:{self._table.fullname}:{self._digest(statement, options)}:{self._fingerprint}"
-            f"{tenant_key(tables)}"
-        )
+        digest, tables, namespaces = self._list_entry(statement, options)
+        key = f"l:{self._table.fullname}:{digest}:{self._fingerprint}{tenant_key(tables)}"
 
         async def load() -> Any:
             entities = await self.repository.list_all(
@@ -388,8 +418,24 @@ class CachedRepository(Generic[SchemaT]):
                 for entity in entities
             ]
 
-        namespaces = {lists_namespace(t) for t in tables}
         cacheable = _cacheable(options)
+        fast = self._payload_cache
+        if fast is not None and cacheable:
+            if not session_touches(self._session.sync_session, tables):
+                payload = await fast.load(
+                    key,
+                    self._detached(load),
+                    ttl=self.ttl,
+                    namespaces=namespaces,
+                    fill=partial(self._may_fill, tables),
+                    raw=True,
+                )
+                try:
+                    return self._parse_list(payload, fast)
+                except ValidationError:
+                    pass  # the entry no longer fits the schema: reread below
+            else:
+                cacheable = False  # this transaction's own uncommitted rows: the database
         values = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         try:
             return [self.schema.model_validate(value) for value in values]
@@ -418,9 +464,9 @@ class CachedRepository(Generic[SchemaT]):
 
     def _entity_entry(
         self, id: Any, options: Sequence[Any], include_deleted: bool
-    ) -> tuple[str, set[str], set[FromClause]]:
-        """Return the key, namespaces and tables of the entry of the canonical key ``id``."""
-        memo = (include_deleted, *(_describe(option) for option in options))
+    ) -> tuple[str, tuple[str, ...], set[FromClause]]:
+        """Return the key, namespaces (checked) and tables of the entry of canonical ``id``."""
+        memo = (include_deleted, *map(_describe, options)) if options else _PLAIN[include_deleted]
         scopes = self._shared_scopes
         if scopes is None:
             scopes = self._scopes
@@ -441,7 +487,7 @@ class CachedRepository(Generic[SchemaT]):
             scope = _Scope(
                 f"e:{self._table.fullname}:{self._digest(statement, options)}:",
                 tables,
-                frozenset(
+                check_namespaces(
                     {
                         *(rows_namespace(table) for table in self.mapper.tables),
                         *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
@@ -453,8 +499,12 @@ class CachedRepository(Generic[SchemaT]):
             scopes[memo] = scope
         text = format_id(id)
         key = f"{scope.head}{self._fingerprint}{tenant_key(scope.tables)}:{text}"
-        # row_namespace(mapper, id) for a canonical id, without coercing it again
-        return key, {f"{self._row_head}{text}", *scope.namespaces}, scope.tables
+        # row_namespace(mapper, id) for a canonical id, without coercing it again; it differs
+        # from the scope's names (they name whole tables)
+        row = f"{self._row_head}{text}"
+        if "\n" in row:
+            check_namespaces((row,))  # raises, as for any invalid namespace
+        return key, CheckedNames((row, *scope.namespaces)), scope.tables
 
     def _class_wide_scope(self) -> bool:
         """Whether this repository's entity SELECT depends only on its class."""
@@ -467,12 +517,16 @@ class CachedRepository(Generic[SchemaT]):
 
     def _fill_policy(self, tables: set[FromClause]) -> bool | None:
         """``None``: bypass the cache; else whether loaded values may be published."""
-        sync = self._session.sync_session
-        if session_touches(sync, tables):
+        if session_touches(self._session.sync_session, tables):
             # This transaction's own uncommitted rows: neither served stale nor published.
             return None
+        return self._may_fill(tables)
+
+    def _may_fill(self, tables: set[FromClause]) -> bool:
+        """Whether a value loaded now may be published (asked after the bypass check)."""
         # Objects the session already holds are returned as they were loaded (the ORM does
         # not overwrite them), possibly before a later commit: such loads are not published.
+        sync = self._session.sync_session
         return not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
 
     def _detached(self, load: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -514,13 +568,15 @@ class CachedRepository(Generic[SchemaT]):
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
-        fill = self._fill_policy(tables) if cacheable else None
-        if fill is None:
+        if not cacheable or session_touches(self._session.sync_session, tables):
             return await load()
+        fill: Any = partial(self._may_fill, tables)
+        if not isinstance(self.cache, BaseCache):
+            fill = fill()  # a cache of your own takes the decision up front
         return await self.cache.load(
             key, self._detached(load), ttl=self.ttl, namespaces=namespaces, fill=fill
         )
@@ -530,7 +586,7 @@ class CachedRepository(Generic[SchemaT]):
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
@@ -556,6 +612,45 @@ class CachedRepository(Generic[SchemaT]):
         engine = session.sync_session.get_bind()
         level = engine.get_execution_options().get("isolation_level")
         return (level or engine.dialect.default_isolation_level) not in _FRESH_STATEMENTS
+
+    def _list_entry(
+        self, statement: Select[Any], options: Sequence[Any]
+    ) -> tuple[str, set[FromClause], CheckedNames]:
+        """Return the digest, tables and namespaces of a list entry for ``statement``.
+
+        Compiling a SELECT costs far more than a hit, so the compiled text and the tables
+        are kept per statement structure (SQLAlchemy's cache key: the statement without its
+        bound values), repository class, dialect and ``depends_on``; a read compiles only
+        the first time a shape is seen. The digest covers that text and the call's bound
+        values in order, so two statements share an entry only if they are the same query.
+        """
+        dialect = self._session.sync_session.get_bind().dialect
+        cache_key = statement._generate_cache_key()
+        if cache_key is None:  # a construct SQLAlchemy cannot key: compile every time
+            tables = self._tables(statement)
+            names = check_namespaces({lists_namespace(t) for t in tables})
+            return self._digest(statement, options), tables, names
+        memo = (type(self.repository), dialect.name, self._dependencies, cache_key.key)
+        shape = _LIST_SHAPES.get(memo)
+        if shape is None:
+            tables = self._tables(statement)
+            shape = _ListShape(
+                str(statement.compile(dialect=dialect)),
+                tables,
+                check_namespaces({lists_namespace(t) for t in tables}),
+            )
+            if len(_LIST_SHAPES) >= _MAX_LIST_SHAPES:
+                _LIST_SHAPES.clear()
+            _LIST_SHAPES[memo] = shape
+        parts = [
+            type(self.repository).__qualname__,
+            shape.sql,
+            repr([param.effective_value for param in cache_key.bindparams]),
+            repr(sorted(statement.get_execution_options().items())),
+            *(_describe(option) for option in options),
+        ]
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+        return digest, shape.tables, shape.namespaces
 
     def _tables(self, statement: Select[Any]) -> set[FromClause]:
         found: set[FromClause] = {
