@@ -150,6 +150,7 @@ class RedisCache(BaseCache):
         if wait_replicas is None:
             wait_replicas = 1 if self.cluster or (self._owns_client and sentinels) else 0
         self.wait_replicas = wait_replicas
+        self._attached = wait_replicas  # replicas the master listed last (ROLE)
         # On a cluster the prefix is the hash tag of every key (unless it carries one).
         tagged = self.cluster and not _has_tag(prefix)
         self.key_prefix = f"{{{prefix}}}" if tagged else prefix
@@ -423,7 +424,10 @@ class RedisCache(BaseCache):
         retried and then covered by the epoch bump, which is itself written this way.
         """
         wait_ms = self._ms((self.invalidation_timeout or 0.2) / 2)
-        calls: list[tuple[Any, ...]] = [command, ("WAIT", self.wait_replicas, wait_ms), ("ROLE",)]
+        # Ask for no more replicas than were attached last time: with none left (a failover
+        # whose old master has not come back), WAIT would sit out its timeout on every call.
+        asked = min(self.wait_replicas, self._attached)
+        calls: list[tuple[Any, ...]] = [command, ("WAIT", asked, wait_ms), ("ROLE",)]
         if self.cluster:
             replies = await self._on_slot_node(calls)
         else:
@@ -437,7 +441,10 @@ class RedisCache(BaseCache):
         result, acknowledged, role = replies
         if _raw(role[0]) != b"master":
             raise NotReplicatedError("the node that took the invalidation is not a master")
-        needed = min(self.wait_replicas, len(role[2]))
+        # A replica that attached since the last call was not asked for: counted as lost
+        # once (one epoch bump) rather than trusted unacknowledged.
+        self._attached = len(role[2])
+        needed = min(self.wait_replicas, self._attached)
         if int(acknowledged) < needed:
             raise NotReplicatedError(
                 f"{acknowledged} of {needed} replicas acknowledged the invalidation"
