@@ -400,3 +400,29 @@ class TestFailover:
         finally:
             await cache.invalidate_pattern("*")
             await cache.aclose()
+
+    async def test_master_without_replicas_has_nothing_to_wait_for(
+        self, topology: Topology
+    ) -> None:
+        """With its replica gone (killed), invalidations are delivered: no replica to wait for."""
+        cache = topology.cache(f"i14-{uuid.uuid4().hex[:10]}:", timeout=0.5)
+        try:
+            await cache.set("k", 1, namespaces=["n"])
+            master = await topology.master(cache)
+            replica = await topology.replica(cache)
+            os.kill(await replica.pid(), signal.SIGKILL)
+
+            async def detached() -> bool:
+                async with master.client() as client:
+                    return len((await client.execute_command("ROLE"))[2]) == 0
+
+            await until(detached, "the replica's disconnection")
+            for _ in range(2):
+                await cache.bump_namespace("n")
+            assert cache.stats.invalidations_lost == 0
+            assert not cache._lost
+            await cache.set("k", 2, namespaces=["n"])
+            assert await cache.get("k") == 2
+        finally:
+            await cache.invalidate_pattern("*")
+            await cache.aclose()

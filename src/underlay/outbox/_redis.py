@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from underlay._imports import require
+from underlay._redis_client import connect, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -14,24 +14,8 @@ __all__ = ["PUBLISH", "make_client", "redis_errors"]
 
 def make_client(url: str, *, timeout: float) -> Redis:
     """Return a ``redis.asyncio.Redis`` for ``url`` with a socket deadline and no retries."""
-    redis_asyncio = require("redis.asyncio", extra="redis")
-    retry = require("redis.retry", extra="redis")
-    backoff = require("redis.backoff", extra="redis")
-    client: Redis = redis_asyncio.Redis.from_url(
-        url,
-        retry=retry.Retry(backoff.NoBackoff(), 0),
-        retry_on_timeout=False,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=False,
-    )
+    client: Redis = connect(url, timeout=timeout)
     return client
-
-
-def redis_errors() -> tuple[type[BaseException], ...]:
-    """Return the exception classes that mean "Redis failed or is unreachable"."""
-    exceptions: Any = require("redis.exceptions", extra="redis")
-    return (exceptions.RedisError, OSError, TimeoutError)
 
 
 #: Append events to a stream, skipping every id at or below the stream's last generated id.

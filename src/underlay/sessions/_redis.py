@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from underlay._imports import require
+from underlay._redis_client import connect
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
 from underlay.sessions import _scripts
@@ -86,7 +87,6 @@ class RedisSessionStore:
         codec: Codec | None = None,
     ) -> None:
         check_ttls(idle_ttl, absolute_ttl)
-        redis_asyncio = require("redis.asyncio", extra="redis")
         exceptions = require("redis.exceptions", extra="redis")
         self.prefix = prefix
         self.idle_ttl = idle_ttl
@@ -101,16 +101,8 @@ class RedisSessionStore:
         self._breaker = CircuitBreaker(threshold=failure_threshold, cooldown=cooldown)
         self._owns_client = client is None
         if client is None:
-            retry = require("redis.retry", extra="redis")
-            backoff = require("redis.backoff", extra="redis")
-            client = redis_asyncio.Redis.from_url(
-                url,
-                retry=retry.Retry(backoff.NoBackoff(), 0),
-                retry_on_timeout=False,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=False,
-            )
+            # One server, a deadline on every socket operation and no retries.
+            client = connect(url, timeout=timeout)
         self.client: Redis = client
         self._create = client.register_script(_scripts.CREATE)
         self._read = client.register_script(_scripts.READ)
