@@ -195,6 +195,10 @@ class BaseCache(FaultPolicy):
     async def _close(self) -> None:
         """Release the store's resources."""
 
+    def _near_hit(self, key: str) -> bytes | None:
+        """Return the payload of ``key`` from an in-process near cache, if one holds it."""
+        return None
+
     # -- public API -------------------------------------------------------------------------
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -397,6 +401,12 @@ class BaseCache(FaultPolicy):
         Returns:
             The cached or freshly loaded value (its encoded bytes with ``raw``).
         """
+        near = self._near_hit(key) if not self._lost else None
+        if near is not None:
+            with contextlib.suppress(DecodeError):  # not decodable: the long way removes it
+                value = near if raw else self.codec.decode(near)
+                self.stats.hits += 1
+                return value
         value, payload = await self._single_flight(
             key, loader, ttl, check_namespaces(namespaces), fill=fill, decode=not raw
         )

@@ -12,6 +12,7 @@ from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
 from underlay.cache._entry import INVALID, check, parse
+from underlay.cache._near import NearCache, tracking_connection
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -83,11 +84,14 @@ class RedisCache(BaseCache):
             the replicas attached to the master at the time. ``None`` (the default) means 1
             on a cluster or behind Sentinel and 0 (no ``WAIT``) on one server or a
             ``client`` that is not a cluster.
+        near_cache: An in-process `NearCache` in front of Redis (single server only), so
+            hits cost microseconds; see its guarantees.
 
     Raises:
         MissingDependencyError: ``redis`` is not installed (``pip install 'underlay[redis]'``).
         ValueError: Both ``cluster_nodes`` and ``sentinels``, or ``sentinels`` without
-            ``service_name``, or a negative ``wait_replicas``.
+            ``service_name``, a negative ``wait_replicas``, or a ``near_cache`` with a
+            cluster or Sentinel.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class RedisCache(BaseCache):
         namespace_ttl: float = 86400,
         codec: Codec | None = None,
         wait_replicas: int | None = None,
+        near_cache: NearCache | None = None,
     ) -> None:
         if wait_replicas is not None and wait_replicas < 0:
             raise ValueError(f"wait_replicas must be 0 or more, not {wait_replicas}")
@@ -156,6 +161,11 @@ class RedisCache(BaseCache):
         self._store_script = client.register_script(_scripts.STORE)
         self._bump_script = client.register_script(_scripts.BUMP)
         self._release_script = client.register_script(_scripts.RELEASE)
+        self._near = near_cache
+        if near_cache is not None:
+            if self.cluster:
+                raise ValueError("a near cache needs a single Redis server, not a cluster")
+            near_cache._attach(self, tracking_connection(client), self.key_prefix, self._epoch)
 
     def __repr__(self) -> str:
         return f"RedisCache(prefix={self.prefix!r})"
@@ -169,6 +179,10 @@ class RedisCache(BaseCache):
     def _counter(self, namespace: str) -> str:
         return f"{self.key_prefix}g:{namespace}"
 
+    def _near_hit(self, key: str) -> bytes | None:
+        near = self._near
+        return None if near is None else near._lookup(f"{self.key_prefix}d:{key}")
+
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))
 
@@ -177,10 +191,16 @@ class RedisCache(BaseCache):
     async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
         counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
         if token is None:
+            near = self._near
+            if near is not None and (found := near._lookup(self._entry(key))) is not None:
+                return Lookup(HIT, found)
             if not namespaces:
                 return (await self._read([key]))[0]
             # The hit path: one plain MGET, compared here; no script.
-            raw = await self.client.mget([f"{self.key_prefix}d:{key}", self._epoch, *counters])
+            keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
+            raw = await (
+                self.client.mget(keys) if near is None else near._read(self.client.mget, keys, 1)
+            )
             current = dict(zip(_encoded(namespaces), raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
             if status == HIT:
@@ -344,25 +364,31 @@ class RedisCache(BaseCache):
             *(self._counter(name) for name in namespaces),
             *(name for key, _ in items for name in (self._entry(key), self._lease(key))),
         ]
-        await self._store_script(
-            keys=keys,
-            args=[
-                ttl_ms,
-                self._ms(self.namespace_ttl),
-                len(namespaces),
-                *namespaces,
-                *(payload for _, payload in items),
-            ],
-        )
+        try:
+            await self._store_script(
+                keys=keys,
+                args=[
+                    ttl_ms,
+                    self._ms(self.namespace_ttl),
+                    len(namespaces),
+                    *namespaces,
+                    *(payload for _, payload in items),
+                ],
+            )
+        finally:
+            self._forget([self._entry(key) for key, _ in items])
 
     # -- invalidations ----------------------------------------------------------------------
 
     async def _remove(self, keys: Sequence[str]) -> None:
         names = [name for key in keys for name in (self._entry(key), self._lease(key))]
-        if self.wait_replicas:
-            await self._durably("UNLINK", *names)
-        else:
-            await self.client.unlink(*names)
+        try:
+            if self.wait_replicas:
+                await self._durably("UNLINK", *names)
+            else:
+                await self.client.unlink(*names)
+        finally:
+            self._forget([self._entry(key) for key in keys])
 
     async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
         keys = [self._epoch] if epoch else []
@@ -370,11 +396,24 @@ class RedisCache(BaseCache):
         keys += [self._counter(name) for name in names]
         expiring += ["1"] * len(names)
         args = [self._ms(self.namespace_ttl), *expiring]
-        if self.wait_replicas:
-            # The script's text, not its SHA: no NOSCRIPT round on a promoted replica.
-            await self._durably("EVAL", _scripts.BUMP, len(keys), *keys, *args)
-        else:
-            await self._bump_script(keys=keys, args=args)
+        try:
+            if self.wait_replicas:
+                # The script's text, not its SHA: no NOSCRIPT round on a promoted replica.
+                await self._durably("EVAL", _scripts.BUMP, len(keys), *keys, *args)
+            else:
+                await self._bump_script(keys=keys, args=args)
+        finally:
+            self._forget(keys)
+
+    def _forget(self, keys: list[str] | None) -> None:
+        """Drop what this process just invalidated from the near cache (``None``: all)."""
+        # After the write reached Redis (or failed): a near fill in flight is voided, a
+        # later one reads the new state, so nothing invalidated here is served afterwards.
+        if self._near is not None:
+            if keys is None:
+                self._near._flush()
+            else:
+                self._near._invalidate(keys)
 
     async def _durably(self, *command: Any) -> Any:
         """Run a write, then ``WAIT`` for the replicas on the same connection.
@@ -457,6 +496,7 @@ class RedisCache(BaseCache):
                     else:
                         await self.client.unlink(*batch)
                 removed += sum(_raw(name).startswith(entry_prefix) for name in batch)
+                self._forget(None)
             if cursor == 0:
                 return removed
 
@@ -481,6 +521,8 @@ class RedisCache(BaseCache):
         return int(next(iter(cursors.values()))), names
 
     async def _close(self) -> None:
+        if self._near is not None:
+            await self._near._close()
         if self._owns_client:
             await close(self.client)
 
