@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-tenancy matrix bench-scaleout
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-tenancy matrix bench-scaleout bench-otel bench-memory
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,14 @@ bench: $(STAMP_BENCH)
 ## bench-tenancy: the tenant filter's cost on get and list_all (PostgreSQL and SQLite)
 bench-tenancy: $(STAMP_DEV)
 	$(PY) -m benchmarks.tenancy $(BENCH_ARGS)
+
+## bench-memory: 1,000,000 rows from a generator in and streamed out; RSS growth < 100 MB
+bench-memory: $(STAMP_BENCH)
+	$(BENCH_VENV)/bin/python -m benchmarks.memory $(BENCH_ARGS)
+
+## bench-otel: what OpenTelemetry instrumentation costs on get, list_all and a commit
+bench-otel: $(STAMP_DEV)
+	$(PY) -m benchmarks.otel $(BENCH_ARGS)
 
 ## bench-scaleout: replica reads, read-your-writes waits (starts the engines it needs)
 bench-scaleout: $(STAMP_DEV)

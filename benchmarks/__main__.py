@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import scenarios_cache, scenarios_page, scenarios_read, scenarios_write
+from . import scenarios_cache, scenarios_near, scenarios_page, scenarios_read, scenarios_write
 from ._env import (
     Backend,
     drop_postgres_database,
@@ -87,6 +87,7 @@ def plan(backend: Backend, s: Sizes, stack: Any, walk: Any, phase: str) -> list[
         scenarios_cache.hit_scenario(backend, stack, s.cache_hits, s.reps),
         scenarios_cache.miss_scenario(backend, stack, s.cache_misses, s.reps),
         scenarios_cache.many_scenario(backend, stack, s.cache_many, s.reps),
+        scenarios_near.near_scenario(backend, stack, s.cache_hits, s.reps),
     ]
     return read
 

@@ -1,5 +1,9 @@
 """Scale-out benchmarks: replica reads and read-your-writes waits, cluster cache hits.
 
+Cache rows compare a hit (and an invalidation, which waits for one replica where the
+topology has replicas) on one Redis, on the cluster node that owns the cache's slot and on
+a Sentinel-managed master.
+
 Run with ``python -m benchmarks.scaleout [--quick]`` (``make bench-scaleout``); the engines
 come from ``scripts/scaleout.sh``, which this starts. Each scenario interleaves its
 contenders per repetition and reports medians; the read-your-writes scenario also prints
@@ -24,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from underlay import Database
+from underlay.cache import RedisCache
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scaleout.sh"
 
@@ -167,13 +172,79 @@ async def replica_reads(urls: dict[str, str], gets: int, cycles: int, reps: int)
         await admin.close()
 
 
+async def cache_hits(urls: dict[str, str], gets: int, reps: int) -> None:
+    """Cache hits (and invalidations) on one Redis, a cluster and a Sentinel master."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    caches = {
+        "single node (6379)": RedisCache("redis://127.0.0.1:6379", prefix=prefix, timeout=1),
+        "cluster (slot owner)": RedisCache(
+            cluster_nodes=urls["SCALEOUT_CLUSTER_NODES"].split(","), prefix=prefix, timeout=1
+        ),
+        "sentinel master": RedisCache(
+            sentinels=urls["SCALEOUT_SENTINELS"].split(","),
+            service_name=urls["SCALEOUT_SENTINEL_SERVICE"],
+            prefix=prefix,
+            timeout=1,
+        ),
+    }
+    caches["cluster, wait_replicas=0"] = RedisCache(
+        cluster_nodes=urls["SCALEOUT_CLUSTER_NODES"].split(","),
+        prefix=prefix,
+        timeout=1,
+        wait_replicas=0,
+    )
+
+    async def loader() -> dict[str, Any]:
+        return {"id": 1, "name": "lamp", "price": "10.50"}
+
+    names = ["r:items:1", "t:items"]
+    try:
+        for cache in caches.values():
+            for i in range(100):
+                await cache.get_or_set(f"item:{i}", loader, namespaces=names)
+
+        def hits(cache: RedisCache) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                for i in range(gets):
+                    await cache.get_or_set(f"item:{i % 100}", loader, namespaces=names)
+
+            return run
+
+        def bumps(cache: RedisCache) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                for i in range(gets):
+                    await cache.bump_namespace(f"r:items:{i % 100}")
+
+            return run
+
+        hit_names = [name for name in caches if "wait_replicas" not in name]
+        medians = await interleaved({n: hits(caches[n]) for n in hit_names}, gets, reps)
+        table(
+            f"cache hits: get_or_set with two namespaces, {gets} calls",
+            medians,
+            "single node (6379)",
+        )
+        medians = await interleaved({n: bumps(c) for n, c in caches.items()}, gets, reps)
+        table(
+            f"invalidations: bump_namespace (WAIT 1 replica where replicated), {gets} calls",
+            medians,
+            "single node (6379)",
+        )
+    finally:
+        for cache in caches.values():
+            await cache.invalidate_pattern("*")
+            await cache.client.delete(f"{cache.key_prefix}epoch")
+            await cache.aclose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args()
     gets, cycles, reps = (50, 100, 2) if args.quick else (500, 1000, 7)
-    urls = start("pg")
+    urls = start("pg", "cluster", "sentinel")
     await replica_reads(urls, gets, cycles, reps)
+    await cache_hits(urls, gets * 4, reps)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,35 @@ class Check:
         return record
 
 
+@dataclass
+class BoundCheck:
+    """A target on one contender's own time per operation (microseconds), not a ratio."""
+
+    id: str
+    target: str
+    backend: str
+    measured: tuple[str, str]  # (scenario id, contender)
+    limit_us: float
+
+    def evaluate(self, runs: Runs) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": self.id,
+            "target": self.target,
+            "backend": self.backend,
+            "ratio": f"{self.measured[1]} per call (us)",
+            "threshold": self.limit_us,
+            "comparison": "<",
+            "unit": "us",
+        }
+        median = _median(runs, *self.measured)
+        if median is None:
+            record.update(status="n/a", value=None, detail="the contender did not run")
+            return record
+        value = median / runs[self.measured[0]][0].ops * 1e6
+        record.update(value=round(value, 3), status="met" if value < self.limit_us else "missed")
+        return record
+
+
 def _paired(runs: Runs, num: tuple[str, str], den: tuple[str, str]) -> float | None:
     """Median of the per-repetition ratios (each pair ran in the same sweep)."""
     if num[0] != den[0] or num[0] not in runs:
@@ -98,9 +127,9 @@ def _median(runs: Runs, scenario_id: str, contender: str) -> float | None:
     return result.median
 
 
-def checks(backends: list[str]) -> list[Check]:
+def checks(backends: list[str]) -> list[Check | BoundCheck]:
     """Return every target check for the backends that ran ("pg", "sqlite")."""
-    out: list[Check] = []
+    out: list[Check | BoundCheck] = []
     for b in backends:
         if b == "pg":
             for size in ("10k", "100k"):
@@ -194,6 +223,29 @@ def checks(backends: list[str]) -> list[Check]:
                 extra="redis_round_trips_per_hit",
             ),
             Check(
+                f"cache-many.{b}",
+                "CachedRepository.get_many of 100 hits within 1.5x of RedisCache.get_many",
+                b,
+                (f"{b}.cache-many", "underlay CachedRepository.get_many"),
+                (f"{b}.cache-many", "underlay RedisCache.get_many + validate"),
+                1.5,
+                higher_is_better=False,
+            ),
+            BoundCheck(
+                f"cache-near.{b}",
+                "near-cache hit < 10 us (RedisCache.get_or_set)",
+                b,
+                (f"{b}.cache-near", "underlay RedisCache.get_or_set (near hit)"),
+                10.0,
+            ),
+            BoundCheck(
+                f"cache-near-repository.{b}",
+                "near-cache hit < 10 us (CachedRepository.get, schema validated)",
+                b,
+                (f"{b}.cache-near", "underlay CachedRepository.get (near hit)"),
+                10.0,
+            ),
+            Check(
                 f"soft-delete.{b}",
                 "soft-delete filter costs < 10 % on list_all",
                 b,
@@ -226,9 +278,10 @@ def format_targets(records: list[dict[str, Any]]) -> str:
     """Render the target records as a table."""
     lines = [f"{'status':<7} {'backend':<7} {'ratio':>8} {'paired':>8} {'need':>8}  target"]
     for r in records:
-        value = "-" if r["value"] is None else f"{r['value']:.2f}x"
+        unit = r.get("unit", "x")
+        value = "-" if r["value"] is None else f"{r['value']:.2f}{unit}"
         paired = "-" if r.get("paired") is None else f"{r['paired']:.2f}x"
-        need = f"{r['comparison']}{r['threshold']:.2f}"
+        need = f"{r['comparison']}{r['threshold']:.2f}{'us' if unit == 'us' else ''}"
         trips = f" [round trips per hit: {r['round_trips']}]" if "round_trips" in r else ""
         lines.append(
             f"{r['status']:<7} {r['backend']:<7} {value:>8} {paired:>8} {need:>8}  "

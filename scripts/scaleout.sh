@@ -8,22 +8,38 @@
 #   replica   only the PostgreSQL replica (stop it alone; start brings it back)
 #
 # Usage: scripts/scaleout.sh start [pg|pgbouncer|cluster|sentinel|all]...
+#        scripts/scaleout.sh restore [cluster|sentinel|all]...
 #        scripts/scaleout.sh stop [--purge] [pg|pgbouncer|cluster|sentinel|all]...
 #        scripts/scaleout.sh status
 #
 # `start` is idempotent: an engine that is up and healthy is left alone, a broken one is
 # rebuilt. It prints the URLs as KEY=VALUE lines. Nothing of the machine's own PostgreSQL or
 # Redis (5432 / 6379) is touched. State lives under $SCALEOUT_DIR.
+#
+# `restore` repairs a Redis topology after a failover test: killed nodes are restarted from
+# their own state and rejoin as replicas, then the cluster fails back (CLUSTER FAILOVER) so
+# the first three ports are the masters again; a topology it cannot repair is rebuilt.
+#
+# SCALEOUT_SET=failover selects a second, private set of Redis engines (ports +100, state in
+# $SCALEOUT_DIR-failover) for the tests that kill and pause nodes, so they never disturb
+# the engines other test sessions share.
 set -euo pipefail
 
 BASE=${SCALEOUT_DIR:-${TMPDIR:-/tmp}/underlay-scaleout}
+REDIS_SHIFT=0
+case ${SCALEOUT_SET:-} in
+  "") ;;
+  failover) BASE=$BASE-failover REDIS_SHIFT=100 ;;
+  *) echo "scaleout: unknown SCALEOUT_SET '$SCALEOUT_SET' (failover)" >&2; exit 1 ;;
+esac
 PG_PRIMARY_PORT=${SCALEOUT_PG_PRIMARY_PORT:-5434}
 PG_REPLICA_PORT=${SCALEOUT_PG_REPLICA_PORT:-5433}
 PGBOUNCER_PORT=${SCALEOUT_PGBOUNCER_PORT:-6432}
-CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
-SENTINEL_MASTER_PORT=6380
-SENTINEL_REPLICA_PORT=6381
-SENTINEL_PORT=26379
+CLUSTER_PORTS=()
+for offset in 0 1 2 3 4 5; do CLUSTER_PORTS+=($((7000 + REDIS_SHIFT + offset))); done
+SENTINEL_MASTER_PORT=$((6380 + REDIS_SHIFT))
+SENTINEL_REPLICA_PORT=$((6381 + REDIS_SHIFT))
+SENTINEL_PORT=$((26379 + REDIS_SHIFT))
 PG_OS_USER=postgres
 
 mkdir -p "$BASE"
@@ -215,19 +231,26 @@ redis_kill_range() {
   done
 }
 
+cluster_node() { # cluster_node <port>: start one node (from its nodes-<port>.conf if any)
+  local dir="$BASE/cluster"
+  redis-server --port "$1" --bind 127.0.0.1 --protected-mode no --cluster-enabled yes \
+    --cluster-config-file "$dir/nodes-$1.conf" --cluster-node-timeout 2000 \
+    --save "" --appendonly no --dir "$dir" --repl-diskless-sync-delay 0 \
+    --repl-ping-replica-period 1 --daemonize yes --pidfile "$dir/redis-$1.pid" \
+    --logfile "$dir/redis-$1.log" 9>&-
+}
+
+role_of() { redis-cli -p "$1" role 2>/dev/null | head -n 1; }
+
+is_master() { [ "$(role_of "$1")" = master ]; }
+
 start_cluster() {
   if cluster_healthy; then return; fi
   log "building the Redis Cluster (${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[-1]})"
   redis_kill_range "${CLUSTER_PORTS[@]}"
   local dir="$BASE/cluster" port
   rm -rf "$dir" && mkdir -p "$dir"
-  for port in "${CLUSTER_PORTS[@]}"; do
-    redis-server --port "$port" --bind 127.0.0.1 --protected-mode no --cluster-enabled yes \
-      --cluster-config-file "$dir/nodes-$port.conf" --cluster-node-timeout 2000 \
-      --save "" --appendonly no --dir "$dir" --repl-diskless-sync-delay 0 \
-      --repl-ping-replica-period 1 --daemonize yes --pidfile "$dir/redis-$port.pid" \
-      --logfile "$dir/redis-$port.log" 9>&-
-  done
+  for port in "${CLUSTER_PORTS[@]}"; do cluster_node "$port"; done
   for port in "${CLUSTER_PORTS[@]}"; do
     wait_for 10 port_open "$port" || die "redis $port did not start"
   done
@@ -235,6 +258,37 @@ start_cluster() {
   for port in "${CLUSTER_PORTS[@]}"; do nodes+=("127.0.0.1:$port"); done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
   wait_for 30 cluster_healthy || die "the Redis Cluster did not become healthy"
+}
+
+restore_cluster() {
+  local dir="$BASE/cluster" port restarted=0
+  if [ ! -d "$dir" ]; then start_cluster; return; fi
+  for port in "${CLUSTER_PORTS[@]}"; do
+    if ! port_open "$port" && [ -f "$dir/nodes-$port.conf" ]; then
+      log "restarting cluster node $port"
+      cluster_node "$port"
+      restarted=1
+    fi
+  done
+  if [ $restarted = 1 ]; then
+    for port in "${CLUSTER_PORTS[@]}"; do wait_for 10 port_open "$port" || true; done
+  fi
+  if ! wait_for 30 cluster_healthy; then
+    log "the cluster did not heal; rebuilding it"
+    start_cluster
+    return
+  fi
+  # Fail back: the first three ports are the masters, as `start` built them. A manual
+  # CLUSTER FAILOVER waits for the replica to catch up, so nothing is lost.
+  for port in "${CLUSTER_PORTS[@]:0:3}"; do
+    if [ "$(role_of "$port")" = slave ]; then
+      log "failing back to $port"
+      redis-cli -p "$port" cluster failover >/dev/null
+      wait_for 30 is_master "$port" \
+        || { log "fail-back to $port failed; rebuilding"; start_cluster; return; }
+    fi
+  done
+  wait_for 30 cluster_healthy || { log "not healthy after fail-back; rebuilding"; start_cluster; }
 }
 
 stop_cluster() {
@@ -245,14 +299,29 @@ stop_cluster() {
 # -- Redis Sentinel -------------------------------------------------------------------------
 
 sentinel_healthy() {
-  local master
-  master=$(redis-cli -p "$SENTINEL_PORT" sentinel get-master-addr-by-name mymaster 2>/dev/null \
-    | tr '\n' ' ') || return 1
-  [ -n "$master" ] || return 1
-  local port=${master##*127.0.0.1 }
-  port=${port%% *}
-  [ "$(redis-cli -p "$port" role 2>/dev/null | head -n 1)" = master ] \
+  local port
+  port=$(sentinel_master_port) || return 1
+  [ -n "$port" ] || return 1
+  is_master "$port" \
     && [ "$(redis-cli -p "$port" info replication | grep -c '^slave[0-9]*:.*state=online')" -ge 1 ]
+}
+
+sentinel_node() { # sentinel_node <port> [<master port>]: one data node of the Sentinel set-up
+  local dir="$BASE/sentinel" follow=()
+  [ -z "${2:-}" ] || follow=(--replicaof 127.0.0.1 "$2")
+  redis-server --port "$1" --bind 127.0.0.1 --protected-mode no --save "" --appendonly no \
+    --dir "$dir" --repl-diskless-sync-delay 0 --repl-ping-replica-period 1 --daemonize yes \
+    "${follow[@]}" --pidfile "$dir/redis-$1.pid" --logfile "$dir/redis-$1.log" 9>&-
+}
+
+sentinel_master_port() {
+  redis-cli -p "$SENTINEL_PORT" sentinel get-master-addr-by-name mymaster 2>/dev/null \
+    | sed -n 2p
+}
+
+sentinel_master_up() {
+  local port
+  port=$(sentinel_master_port) && [ -n "$port" ] && is_master "$port"
 }
 
 start_sentinel() {
@@ -261,13 +330,8 @@ start_sentinel() {
   redis_kill_range "$SENTINEL_PORT" "$SENTINEL_MASTER_PORT" "$SENTINEL_REPLICA_PORT"
   local dir="$BASE/sentinel"
   rm -rf "$dir" && mkdir -p "$dir"
-  local common=(--bind 127.0.0.1 --protected-mode no --save "" --appendonly no --dir "$dir"
-    --repl-diskless-sync-delay 0 --repl-ping-replica-period 1 --daemonize yes)
-  redis-server --port "$SENTINEL_MASTER_PORT" "${common[@]}" \
-    --pidfile "$dir/master.pid" --logfile "$dir/master.log" 9>&-
-  redis-server --port "$SENTINEL_REPLICA_PORT" "${common[@]}" \
-    --replicaof 127.0.0.1 "$SENTINEL_MASTER_PORT" \
-    --pidfile "$dir/replica.pid" --logfile "$dir/replica.log" 9>&-
+  sentinel_node "$SENTINEL_MASTER_PORT"
+  sentinel_node "$SENTINEL_REPLICA_PORT" "$SENTINEL_MASTER_PORT"
   cat >"$dir/sentinel.conf" <<CONF
 port $SENTINEL_PORT
 bind 127.0.0.1
@@ -283,6 +347,23 @@ sentinel parallel-syncs mymaster 1
 CONF
   redis-server "$dir/sentinel.conf" --sentinel 9>&-
   wait_for 30 sentinel_healthy || die "the Sentinel set-up did not become healthy"
+}
+
+restore_sentinel() {
+  local dir="$BASE/sentinel" master port
+  if [ ! -f "$dir/sentinel.conf" ] || ! port_open "$SENTINEL_PORT"; then start_sentinel; return; fi
+  # A failover may still be under way: wait until Sentinel names a master that answers.
+  wait_for 30 sentinel_master_up || true
+  master=$(sentinel_master_port)
+  if [ -n "$master" ] && port_open "$master"; then
+    for port in "$SENTINEL_MASTER_PORT" "$SENTINEL_REPLICA_PORT"; do
+      if [ "$port" != "$master" ] && ! port_open "$port"; then
+        log "restarting $port as a replica of $master"
+        sentinel_node "$port" "$master"
+      fi
+    done
+  fi
+  wait_for 30 sentinel_healthy || { log "the Sentinel set-up did not heal; rebuilding"; start_sentinel; }
 }
 
 stop_sentinel() {
@@ -345,13 +426,25 @@ case $command in
       if [[ " ${todo[*]} " == *" $engine "* ]]; then with_lock "$engine" "stop_$engine"; fi
     done
     ;;
+  restore)
+    [ $# -gt 0 ] || set -- cluster sentinel
+    for engine in "$@"; do
+      case $engine in
+        all) with_lock cluster restore_cluster; with_lock sentinel restore_sentinel ;;
+        cluster | sentinel) with_lock "$engine" "restore_$engine" ;;
+        *) die "restore knows cluster, sentinel and all, not '$engine'" ;;
+      esac
+    done
+    read -r -a todo <<<"$(engines "$@")"
+    print_urls "${todo[@]}"
+    ;;
   status)
     for engine in pg pgbouncer cluster sentinel; do
       if "${engine}_healthy"; then echo "$engine: up"; else echo "$engine: down"; fi
     done
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -61,10 +61,15 @@ async def main(args: argparse.Namespace) -> None:
         await database.dispose()
 
 
-if __name__ == "__main__":
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line (``argv``, or the process's arguments)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", required=True)
     parser.add_argument("--user", required=True)
     parser.add_argument("--url", default="http://127.0.0.1:8120/sync")
     parser.add_argument("commands", nargs="*")
-    asyncio.run(main(parser.parse_args()))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))

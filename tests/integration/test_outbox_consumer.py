@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, text
 
 from tests.conftest import Backend
 from tests.integration.test_outbox import WORKER, worker_env
-from underlay import Base, Database
+from underlay import Base, Database, tenant_context
 from underlay.outbox import (
     Message,
     OutboxRelay,
@@ -26,6 +26,7 @@ from underlay.outbox import (
     emit,
     record_processed,
 )
+from underlay.tenancy import tenant_if_set
 
 pytestmark = pytest.mark.redis
 
@@ -93,6 +94,29 @@ class TestDelivery:
         assert [m.payload for m in seen] == [{"n": 1}, {"n": 2}]
         assert {m.deliveries for m in seen} == {1}
         assert (await redis.xpending(prefix + "jobs", "g"))["pending"] == 0
+
+    async def test_tenant_travels_from_emit_to_the_handler(
+        self, db: Database, redis: Redis, redis_url: str, prefix: str
+    ) -> None:
+        """An event emitted in a tenant's context is handled in that tenant's context."""
+        async with db.session() as session:
+            with tenant_context("acme"):
+                await emit(session, "jobs", {"n": 1})
+            with tenant_context("globex"):
+                await emit(session, "jobs", {"n": 2})
+            await emit(session, "jobs", {"n": 3})  # no tenant: none carried
+        async with OutboxRelay(db, redis_url, prefix=prefix) as relay:
+            assert await relay.run_once() == 3
+        entries = await redis.xrange(prefix + "jobs")
+        assert [fields.get(b"tenant") for _id, fields in entries] == [b"acme", b"globex", None]
+        seen: list[tuple[Any, str | None, str | None]] = []
+
+        async def handler(message: Message) -> None:
+            seen.append((message.payload["n"], message.tenant, tenant_if_set()))
+
+        async with consumer(redis_url, prefix, handler) as c:
+            assert await c.run_once() == 3
+        assert sorted(seen) == [(1, "acme", "acme"), (2, "globex", "globex"), (3, None, None)]
 
     async def test_failed_message_is_retried_then_acknowledged(
         self, db: Database, redis: Redis, redis_url: str, prefix: str

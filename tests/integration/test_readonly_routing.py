@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 
+from tests.conftest import Backend
 from tests.integration.models import User
 from underlay import Database, InvalidQueryError, ReadOnlySessionError
 
@@ -37,6 +38,45 @@ class TestReadOnlySession:
                 await session.execute(
                     text("INSERT INTO users (email, name) VALUES ('raw@x.io', '')")
                 )
+
+    async def test_snapshot_or_each_statement_on_its_own(
+        self, db: Database, backend: Backend
+    ) -> None:
+        """Without snapshot a later statement sees a commit made meanwhile; with it, not."""
+        # PostgreSQL's default READ COMMITTED gives no snapshot across statements either way
+        reader = (
+            Database(backend.url, isolation_level="REPEATABLE READ")
+            if backend.name == "postgresql"
+            else db
+        )
+        count = select(func.count()).select_from(User)
+        seen = {}
+        try:
+            for snapshot in (False, True):
+                async with reader.session(readonly=True, snapshot=snapshot) as session:
+                    before = await session.scalar(count)
+                    async with db.session() as writer:
+                        writer.add(User(email=f"{snapshot}@x.io"))
+                    seen[snapshot] = (before, await session.scalar(count))
+        finally:
+            if reader is not db:
+                await reader.dispose()
+        assert seen == {False: (0, 1), True: (1, 1)}
+
+    async def test_no_begin_without_snapshot(self, db: Database, backend: Backend) -> None:
+        """SQLite sends no BEGIN for a read-only session unless a snapshot is asked for."""
+        if backend.name != "sqlite":
+            pytest.skip("asyncpg starts transactions outside the cursor; see the test above")
+        sent: list[str] = []
+
+        def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            sent.append(statement.split(maxsplit=1)[0].upper())
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        for snapshot in (False, True):
+            async with db.session(readonly=True, snapshot=snapshot) as session:
+                await session.scalar(select(func.count()).select_from(User))
+        assert sent == ["SELECT", "BEGIN", "SELECT"]
 
     async def test_no_token_without_replicas(self, db: Database) -> None:
         """Without replicas commits record no position; tokens are still validated."""

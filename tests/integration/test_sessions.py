@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from redis.asyncio import Redis
 
-from underlay import NotFoundError
+from underlay import InvalidQueryError, NotFoundError, tenant_context
 from underlay.sessions import MemorySessionStore, RedisSessionStore, SessionStore
 from underlay.sessions._base import session_digest
 
@@ -126,6 +126,59 @@ class TestStore:
         assert await store.revoke(first) is False
         assert await store.get(second) == {}
         assert await store.revoke_all("u1") == 1
+
+
+class TestTenants:
+    async def test_session_belongs_to_the_tenant_in_effect(self, store: SessionStore) -> None:
+        """A session made in a tenant's context is that tenant's, and rotation keeps it."""
+        with tenant_context("acme"):
+            sid = await store.create({"a": 1}, user_id="u1")
+            record = await store.load(sid)
+            assert record is not None
+            assert (record.user_id, record.tenant) == ("u1", "acme")
+            sid = await store.rotate(sid)
+        record = await store.load(sid)  # no tenant in effect: still readable, tenant known
+        assert record is not None
+        assert record.tenant == "acme"
+
+    async def test_another_tenants_context_does_not_see_it(self, store: SessionStore) -> None:
+        """A cookie of tenant A replayed in tenant B's context is no session at all."""
+        sid = await store.create({"role": "admin"}, user_id="u1", tenant="acme")
+        with tenant_context("globex"):
+            assert await store.get(sid) is None
+            assert await store.load(sid) is None
+        with tenant_context("acme"):
+            assert await store.get(sid) == {"role": "admin"}
+
+    async def test_session_without_tenant_is_seen_everywhere(self, store: SessionStore) -> None:
+        sid = await store.create({"a": 1}, tenant=None)
+        with tenant_context("globex"):
+            assert await store.get(sid) == {"a": 1}
+
+    async def test_revoke_all_stays_in_its_tenant(self, store: SessionStore) -> None:
+        """Users of one id in two tenants are two users: logging one out spares the other."""
+        with tenant_context("acme"):
+            acme = await store.create({}, user_id="u1")
+        with tenant_context("globex"):
+            globex = await store.create({}, user_id="u1")
+        plain = await store.create({}, user_id="u1", tenant=None)
+        # a user id that looks like "tenant/user" is still its own user
+        tricky = await store.create({}, user_id="acme/u1", tenant=None)
+        with tenant_context("acme"):
+            assert await store.revoke_all("u1") == 1
+            assert await store.get(acme) is None
+            assert await store.get(globex) is None  # another tenant's: not visible here
+        with tenant_context("globex"):
+            assert await store.get(globex) == {}
+        assert await store.get(plain) == {}
+        assert await store.get(tricky) == {}
+        assert await store.revoke_all("u1", tenant="globex") == 1
+        assert await store.revoke_all("u1") == 1  # no tenant in effect: the tenantless user
+        assert await store.get(tricky) == {}
+
+    async def test_bad_tenant_is_refused(self, store: SessionStore) -> None:
+        with pytest.raises(InvalidQueryError):
+            await store.create({}, tenant="")
 
 
 def key_of(prefix: str, sid: str) -> str:

@@ -20,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from underlay import tenant_context
 from underlay.sessions import RedisSessionStore, SessionMiddleware
+from underlay.tenancy import tenant_if_set
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server to start a private server"
@@ -84,7 +86,9 @@ def make_app(store: RedisSessionStore) -> Any:
         user = request.session.user_id
         if user is None:
             return JSONResponse({"user": None}, status_code=401)
-        return JSONResponse({"user": user, "role": request.session.get("role")})
+        return JSONResponse(
+            {"user": user, "role": request.session.get("role"), "tenant": tenant_if_set()}
+        )
 
     async def public(request: Request) -> JSONResponse:
         return JSONResponse({"public": True, "available": request.session.available})
@@ -98,7 +102,12 @@ def make_app(store: RedisSessionStore) -> Any:
     lenient = SessionMiddleware(Starlette(routes=routes), store, on_unavailable="anonymous")
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/lenient"):
+        # the application's own tenant resolution (a header here; a host name in real life)
+        tenant = dict(scope.get("headers", ())).get(b"x-tenant")
+        if tenant is not None:
+            with tenant_context(tenant.decode()):
+                await strict(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith("/lenient"):
             scope = {**scope, "path": scope["path"][len("/lenient") :]}
             await lenient(scope, receive, send)
         else:
@@ -148,7 +157,7 @@ class TestOverHttp:
                 assert flag in header
             cookie = cookie_of(first)
             me = await client.get("/me", headers={"cookie": cookie})
-            assert me.json() == {"user": "u1", "role": "user"}
+            assert me.json() == {"user": "u1", "role": "user", "tenant": None}
             again = await client.post("/login/u1", headers={"cookie": cookie})
             assert cookie_of(again) != cookie
             stale = await client.get("/me", headers={"cookie": cookie})
@@ -157,6 +166,22 @@ class TestOverHttp:
             assert (
                 await client.get("/me", headers={"cookie": cookie_of(again)})
             ).status_code == 200
+
+    async def test_tenant_of_the_session(self, server: tuple[str, RedisSessionStore]) -> None:
+        """A login under a tenant binds the session to it: its requests run in that tenant,
+        and the cookie replayed to another tenant is no session."""
+        base, store = server
+        async with httpx.AsyncClient(base_url=base, timeout=BOUND) as client:
+            cookie = cookie_of(await client.post("/login/u1", headers={"x-tenant": "acme"}))
+            mine = await client.get("/me", headers={"cookie": cookie, "x-tenant": "acme"})
+            assert mine.json() == {"user": "u1", "role": "user", "tenant": "acme"}
+            # no tenant resolved by the application: the session's own is put in effect
+            plain = await client.get("/me", headers={"cookie": cookie})
+            assert plain.json()["tenant"] == "acme"
+            replayed = await client.get("/me", headers={"cookie": cookie, "x-tenant": "globex"})
+            assert replayed.status_code == 401
+            assert await store.revoke_all("u1", tenant="globex") == 0
+            assert await store.revoke_all("u1", tenant="acme") == 1
 
     async def test_revoke_all_logs_out_every_client(
         self, server: tuple[str, RedisSessionStore]

@@ -68,6 +68,20 @@ async def filled(db: Database) -> Database:
     return db
 
 
+class TestManyRows:
+    async def test_results_longer_than_the_driver_prefetch(self, db: Database) -> None:
+        """Buffered and server-side results of 600 rows come back whole, in order."""
+        async with db.session() as session:
+            await ItemRepository(session).insert_many(_rows(600))
+        async with db.session() as session:
+            listed = [item.id for item in await ItemRepository(session).list_all()]
+            result = await session.stream(select(Item.id).order_by(Item.id))
+            streamed = [
+                row async for partition in result.scalars().partitions(70) for row in partition
+            ]
+        assert listed == streamed == list(range(1, 601))
+
+
 class TestStream:
     async def test_batches_in_primary_key_order(self, filled: Database) -> None:
         """Live rows come in batches of batch_size by primary key, deleted ones left out."""

@@ -9,8 +9,11 @@ tests, except under CI / `UNDERLAY_REQUIRE_SERVICES`, where it fails the run.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,10 +32,15 @@ _BINARIES = {
 }
 
 
-def scaleout(*args: str) -> dict[str, str]:
+def scaleout(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """Run the scale-out script and return the `KEY=VALUE` lines it printed."""
     result = subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=240, check=False
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if result.returncode != 0:
         pytest.fail(f"scripts/scaleout.sh {' '.join(args)} failed:\n{result.stderr}")
@@ -96,3 +104,37 @@ async def pair_database(pg_pair: dict[str, str]) -> AsyncIterator[tuple[str, str
         )
     finally:
         await services._admin(primary, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def failover_engine(name: str) -> Iterator[dict[str, str]]:
+    """Hold the private failover set's `name` for one test; repair its topology around it.
+
+    The tests that kill or pause nodes use their own set of Redis engines
+    (`SCALEOUT_SET=failover`), never the ones other sessions share. One test at a time holds
+    the set (a file lock, across xdist workers); `restore` before and after leaves the
+    topology as `start` builds it, however the test ended.
+    """
+    missing = [binary for binary in _BINARIES[name] if shutil.which(binary) is None]
+    if missing:
+        services.unavailable(f"scale-out engine {name!r}", f"binaries {missing}")
+    base = Path(os.environ.get("SCALEOUT_DIR") or Path(tempfile.gettempdir(), "underlay-scaleout"))
+    lock_path = Path(f"{base}-failover.lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield scaleout("restore", name, env={"SCALEOUT_SET": "failover"})
+        finally:
+            scaleout("restore", name, env={"SCALEOUT_SET": "failover"})
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def failover_cluster() -> Iterator[dict[str, str]]:
+    """The private failover cluster (3 masters + 3 replicas), repaired before and after."""
+    yield from failover_engine("cluster")
+
+
+@pytest.fixture
+def failover_sentinel() -> Iterator[dict[str, str]]:
+    """The private failover Sentinel set-up, repaired before and after."""
+    yield from failover_engine("sentinel")

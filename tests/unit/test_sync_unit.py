@@ -16,6 +16,7 @@ from tests.integration.sync.models import Task
 from underlay import SoftDeleteMixin, UnderlayError, VersionedMixin
 from underlay.sync import Mutation, SyncError, SyncRegistry, SyncTransportError
 from underlay.sync._push import clamp_hlc
+from underlay.sync._server import needs_resync
 from underlay.sync._wire import Cursor, mutation_digest
 
 UnitBase = new_base()
@@ -86,6 +87,15 @@ class TestCursorAndClock:
         assert Cursor.decode(cursor.encode()) == cursor
         for token in ("", "2.e.1.1", "1.e.x.1", "1.e.1"):
             assert Cursor.decode(token) is None
+
+    def test_a_caught_up_cursor_on_an_idle_server_needs_no_resync(self) -> None:
+        """The cursor of an idle server's pull is its xmax; only a cursor beyond it resyncs."""
+        meta = {"epoch": "e1", "xmin": 742, "xmax": 742, "gc_horizon": (700, 3)}
+        assert not needs_resync(Cursor("e1", 742, 0), **meta)  # type: ignore[arg-type]
+        assert needs_resync(Cursor("e1", 743, 0), **meta)  # type: ignore[arg-type]
+        assert needs_resync(Cursor("e2", 742, 0), **meta)  # type: ignore[arg-type]
+        assert needs_resync(Cursor("e1", 700, 2), **meta)  # type: ignore[arg-type]
+        assert not needs_resync(Cursor("e1", 700, 3), **meta)  # type: ignore[arg-type]
 
     def test_clock_far_ahead_is_clamped(self) -> None:
         """An HLC beyond now + skew is pulled back; one within it is kept."""

@@ -7,6 +7,7 @@ guarantees and their limits.
 
 from underlay.cache._codec import Codec, DecodeError, JSONCodec, schema_fingerprint
 from underlay.cache._memory import MemoryCache
+from underlay.cache._near import NearCache
 from underlay.cache._protocol import Cache
 from underlay.cache._redis import RedisCache
 from underlay.cache._repository import CachedRepository
@@ -20,6 +21,7 @@ __all__ = [
     "DecodeError",
     "JSONCodec",
     "MemoryCache",
+    "NearCache",
     "RedisCache",
     "schema_fingerprint",
 ]

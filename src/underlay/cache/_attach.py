@@ -75,12 +75,17 @@ def session_touches(session: Session, tables: Iterable[FromClause]) -> bool:
     """Return whether ``session``'s transaction has written, or will flush, any of ``tables``.
 
     Such a session sees its own uncommitted rows: it must not read them from the cache, nor
-    publish them to it.
+    publish them to it. Runs on every cached read, so the common case (nothing written,
+    nothing pending) answers from three emptiness checks without building any collection.
     """
-    wanted = set(tables)
     writes = events.transaction_writes(session)
-    if writes is not None and writes.touches(wanted):
+    if writes is not None and writes.touches(tables):
         return True
+    # ``new`` / ``deleted`` build sets on every access: look at the session's own dicts
+    # first (pending objects are in neither the identity map nor the transaction's writes).
+    if not session._new and not session._deleted and not session.identity_map.check_modified():
+        return False
+    wanted = set(tables)
     return any(
         not wanted.isdisjoint(inspect(obj).mapper.tables)
         for obj in (*session.new, *session.dirty, *session.deleted)

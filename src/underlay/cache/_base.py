@@ -14,21 +14,24 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
 from underlay.cache._faults import FAILED, Failed, FaultPolicy
 from underlay.cache._stats import CacheStats
 
-__all__ = ["BaseCache", "Lookup"]
+__all__ = ["BaseCache", "CheckedNames", "Lookup", "check_namespaces"]
+
+#: What `BaseCache._load` returns for the value when asked not to decode.
+_UNDECODED: Final = object()
 
 logger = logging.getLogger("underlay.cache")
 
@@ -41,9 +44,14 @@ class _LeaderGoneError(Exception):
     """The caller loading a key was cancelled; a waiting caller loads instead."""
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """What the store answered to a lookup.
+def _hand_over(future: asyncio.Future[bytes]) -> None:
+    """Tell the callers waiting on ``future`` to look up (and load) by themselves."""
+    future.set_exception(_LeaderGoneError())
+    future.exception()  # marked retrieved: nobody logs it
+
+
+class Lookup(NamedTuple):
+    """What the store answered to a lookup (a named tuple: made on every hit).
 
     Attributes:
         status: ``HIT``, ``MISS`` or ``CORRUPT`` (the store already removed the entry).
@@ -66,9 +74,21 @@ def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[start : start + step] for start in range(0, len(items), step)]
 
 
-def check_namespaces(namespaces: Iterable[str]) -> tuple[str, ...]:
-    """Return ``namespaces`` as a sorted tuple without duplicates, rejecting bad names."""
-    names = tuple(sorted(set(namespaces)))
+class CheckedNames(tuple[str, ...]):
+    """Namespaces `check_namespaces` accepted (or built to its rules): not checked again."""
+
+    __slots__ = ()
+
+
+def check_namespaces(namespaces: Iterable[str]) -> CheckedNames:
+    """Return ``namespaces`` as a tuple without duplicates, rejecting bad names.
+
+    Sorted, unless they come as `CheckedNames` (returned as they are: the cached
+    repository builds an entry's names once per scope and not on every read).
+    """
+    if type(namespaces) is CheckedNames:
+        return namespaces
+    names = CheckedNames(sorted(set(namespaces)))
     for name in names:
         if not name or "\n" in name:
             raise ValueError(f"invalid cache namespace {name!r}: non-empty, no newlines")
@@ -119,6 +139,10 @@ class BaseCache(FaultPolicy):
         self._sequence = 0
         self._lost = 0  # invalidations lost so far; the epoch bump must cover all of them
         self._recovery: asyncio.Task[None] | None = None
+        self._deadlines = {}
+        # Lease tokens only need to be unique: a random per-cache part and a counter.
+        self._token_base = secrets.token_hex(8)
+        self._tokens = itertools.count()
 
     # -- store primitives -------------------------------------------------------------------
 
@@ -141,7 +165,7 @@ class BaseCache(FaultPolicy):
         """Give a lease back without filling."""
 
     async def _lookup_many(
-        self, requests: Sequence[tuple[str, tuple[str, ...], str]]
+        self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]
     ) -> list[Lookup]:
         """``_lookup`` for several (key, namespaces, token) requests; one round trip in Redis."""
         return [await self._lookup(key, names, token) for key, names, token in requests]
@@ -170,6 +194,10 @@ class BaseCache(FaultPolicy):
 
     async def _close(self) -> None:
         """Release the store's resources."""
+
+    def _near_hit(self, key: str) -> bytes | None:
+        """Return the payload of ``key`` from an in-process near cache, if one holds it."""
+        return None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -350,7 +378,8 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         namespaces: Iterable[str] = (),
-        fill: bool = True,
+        fill: bool | Callable[[], bool] = True,
+        raw: bool = False,
     ) -> Any:
         """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
 
@@ -362,38 +391,128 @@ class BaseCache(FaultPolicy):
             loader: A zero-argument coroutine function producing the value.
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
             namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
-            fill: Store the loaded value (guarded as in :meth:`get_or_set`).
+            fill: Store the loaded value (guarded as in :meth:`get_or_set`). A
+                zero-argument callable returning that decision is called only on a miss,
+                before ``loader``, so a hit never pays for the decision.
+            raw: Return the encoded bytes instead of the value; a hit's payload is not
+                decoded (for callers that parse it themselves, such as
+                `CachedRepository`, and `delete` what they cannot parse).
 
         Returns:
-            The cached or freshly loaded value.
+            The cached or freshly loaded value (its encoded bytes with ``raw``).
         """
-        names = check_namespaces(namespaces)
-        if not fill:
-            return (await self._load(key, loader, ttl, names, fill=False))[0]
+        near = self._near_hit(key) if not self._lost else None
+        if near is not None:
+            with contextlib.suppress(DecodeError):  # not decodable: the long way removes it
+                value = near if raw else self.codec.decode(near)
+                self.stats.hits += 1
+                return value
+        value, payload = await self._single_flight(
+            key, loader, ttl, check_namespaces(namespaces), fill=fill, decode=not raw
+        )
+        if raw:
+            return payload
+        return self.codec.decode(payload) if value is _UNDECODED else value
+
+    async def _single_flight(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        *,
+        fill: bool | Callable[[], bool],
+        decode: bool,
+    ) -> tuple[Any, bytes]:
+        if fill is False:
+            return await self._load(key, loader, ttl, names, fill=False, decode=decode)
         while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
-                continue  # the loading caller was cancelled: the next waiter loads
-            return self.codec.decode(payload)
-        # This caller loads, in its own task and session; later callers wait for its result.
+                continue  # the loading caller was cancelled (or may not fill): look again
+            return _UNDECODED, payload
+        # This caller looks up (and loads on a miss); later callers wait for its result.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            value, payload = await self._load(key, loader, ttl, names, fill=True)
+            # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
+            probe = await self._guarded_read(self._lookup, key, names, None)
+            if (
+                not decode
+                and not isinstance(probe, Failed)
+                and probe.status == HIT
+                and probe.payload is not None
+            ):
+                self.stats.hits += 1
+                value, payload = _UNDECODED, probe.payload
+            else:
+                value, payload = await self._after_probe(
+                    key, loader, ttl, names, probe, fill=fill, decode=decode, flight=flight
+                )
         except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            future.set_exception(_LeaderGoneError() if cancelled else exc)
-            future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
+            if not future.done():
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                future.set_exception(_LeaderGoneError() if cancelled else exc)
+                future.exception()  # marked retrieved: waiters re-raise it, nobody else logs it
             raise
         else:
-            future.set_result(payload)
-            return value
+            if not future.done():
+                future.set_result(payload)
+            return value, payload
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+
+    async def _after_probe(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        probe: Lookup | Failed,
+        *,
+        fill: bool | Callable[[], bool],
+        decode: bool,
+        flight: tuple[int, asyncio.Future[bytes]],
+    ) -> tuple[Any, bytes]:
+        """The leader's look-up did not give bytes to return as they are: decode, or load."""
+        if isinstance(probe, Failed):
+            self.stats.misses += 1
+        else:
+            found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                return found
+        if fill if isinstance(fill, bool) else fill():
+            return await self._fetch(key, loader, ttl, names, probe, fill=True, decode=decode)
+        # Asked only now, on a miss: this caller may not publish what it loads, so its value
+        # is not shared either. Waiters look again; one of them loads.
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        _hand_over(flight[1])
+        return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
+
+    async def _load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        *,
+        fill: bool,
+        decode: bool,
+    ) -> tuple[Any, bytes]:
+        """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
+        probe = await self._guarded_read(partial(self._lookup, key, names, None))
+        if isinstance(probe, Failed):
+            self.stats.misses += 1
+        else:
+            found = await self._hit(key, probe, decode=decode)
+            if found is not None:
+                return found
+        return await self._fetch(key, loader, ttl, names, probe, fill=fill, decode=decode)
 
     async def load_many(
         self,
@@ -402,6 +521,7 @@ class BaseCache(FaultPolicy):
         *,
         ttl: float | None = None,
         fill: bool = True,
+        raw: bool = False,
     ) -> dict[str, Any]:
         """Return a value for every key, loading all the misses with one ``loader`` call.
 
@@ -415,28 +535,28 @@ class BaseCache(FaultPolicy):
                 out is stored and returned as ``None``).
             ttl: Seconds to keep loaded values (default: ``default_ttl``), minus jitter.
             fill: Store the loaded values.
+            raw: Return each value's encoded bytes, as `load` does.
 
         Returns:
-            Every key of ``entries`` with its value.
+            Every key of ``entries`` with its value (its encoded bytes with ``raw``).
         """
         requests = [
-            (key, check_namespaces(names), secrets.token_hex(8)) for key, names in entries.items()
+            (key, check_namespaces(names), self._token() if fill else None)
+            for key, names in entries.items()
         ]
         if not requests:
             return {}
-
-        async def look() -> list[Lookup]:
-            if fill:
-                return await self._lookup_many(requests)
-            return await self._read([key for key, _, _ in requests])
-
-        lookups = await self._guarded_read(look)
+        lookups = await self._guarded_read(partial(self._lookup_many, requests))
         values: dict[str, Any] = {}
         missed: list[tuple[str, tuple[str, ...], Lookup | None]] = []
         for index, (key, names, _) in enumerate(requests):
             lookup = None if isinstance(lookups, Failed) else lookups[index]
             if lookup is None:
                 self.stats.misses += 1
+            elif raw and lookup.status == HIT and lookup.payload is not None:
+                self.stats.hits += 1
+                values[key] = lookup.payload
+                continue
             else:
                 value = await self._decoded(key, lookup)
                 if not isinstance(value, Failed):
@@ -444,7 +564,10 @@ class BaseCache(FaultPolicy):
                     continue
             missed.append((key, names, lookup))
         if missed:
-            values.update(await self._load_missed(missed, loader, ttl, fill=fill))
+            payloads = await self._load_missed(missed, loader, ttl, fill=fill)
+            values.update(
+                payloads if raw else {k: self.codec.decode(p) for k, p in payloads.items()}
+            )
         return values
 
     async def _load_missed(
@@ -454,7 +577,7 @@ class BaseCache(FaultPolicy):
         ttl: float | None,
         *,
         fill: bool,
-    ) -> dict[str, Any]:
+    ) -> dict[str, bytes]:
         try:
             loaded = await loader([key for key, _, _ in missed])
         except BaseException:
@@ -479,7 +602,7 @@ class BaseCache(FaultPolicy):
                 if not isinstance(stored, Failed):
                     self.stats.fills += sum(stored)
                     self.stats.fill_rejected += len(stored) - sum(stored)
-        return {key: self.codec.decode(payload) for key, payload in payloads.items()}
+        return payloads
 
     @property
     def pending_invalidation(self) -> bool:
@@ -508,6 +631,9 @@ class BaseCache(FaultPolicy):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _token(self) -> str:
+        return f"{self._token_base}{next(self._tokens):x}"
+
     def _ttl_ms(self, ttl: float | None) -> int:
         seconds = self.default_ttl if ttl is None else ttl
         if seconds <= 0:
@@ -533,24 +659,35 @@ class BaseCache(FaultPolicy):
         self.stats.misses += 1
         return FAILED
 
-    async def _load(
+    async def _hit(self, key: str, lookup: Lookup, *, decode: bool) -> tuple[Any, bytes] | None:
+        """Return the value (or `_UNDECODED`) and bytes of a hit, else count the miss."""
+        if not decode and lookup.status == HIT and lookup.payload is not None:
+            self.stats.hits += 1
+            return _UNDECODED, lookup.payload
+        value = await self._decoded(key, lookup)
+        if isinstance(value, Failed) or lookup.payload is None:
+            return None
+        return value, lookup.payload
+
+    async def _fetch(
         self,
         key: str,
         loader: Callable[[], Awaitable[Any]],
         ttl: float | None,
         names: tuple[str, ...],
+        probe: Lookup | Failed,
         *,
         fill: bool,
+        decode: bool,
     ) -> tuple[Any, bytes]:
-        """Look up, else load and fill; return the value and its encoded form."""
-        token = secrets.token_hex(8) if fill else None
-        lookup = await self._guarded_read(lambda: self._lookup(key, names, token))
-        if not isinstance(lookup, Failed):
-            value = await self._decoded(key, lookup)
-            if not isinstance(value, Failed) and lookup.payload is not None:
-                return value, lookup.payload
-        else:
-            self.stats.misses += 1
+        """After a miss (counted): take the lease, load and fill; return value and bytes."""
+        lookup = probe
+        if fill and not isinstance(probe, Failed):
+            lookup = await self._guarded_read(partial(self._lookup, key, names, self._token()))
+            if not isinstance(lookup, Failed) and lookup.status == HIT:
+                found = await self._hit(key, lookup, decode=decode)  # filled meanwhile
+                if found is not None:
+                    return found
         try:
             value = await loader()
         except BaseException:
@@ -573,4 +710,4 @@ class BaseCache(FaultPolicy):
                 elif stored is False:
                     self.stats.fill_rejected += 1
                     logger.debug("fill of %r rejected: invalidated while loading", key)
-        return self.codec.decode(payload), payload
+        return (self.codec.decode(payload) if decode else _UNDECODED), payload

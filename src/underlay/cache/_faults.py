@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from underlay.cache._breaker import CircuitBreaker
+from underlay.cache._deadline import Deadlines
 from underlay.cache._stats import CacheStats
 
 __all__ = ["FAILED", "Failed", "FaultPolicy"]
@@ -44,18 +45,27 @@ class FaultPolicy(abc.ABC):
     _sequence: int
     _lost: int
     _recovery: asyncio.Task[None] | None
+    _deadlines: dict[float, Deadlines]
 
     @abc.abstractmethod
     async def _bump(self, names: tuple[str, ...], *, epoch: bool) -> None:
         """Move the generation of each namespace (and the epoch) to a value never used."""
 
-    async def _attempt(self, operation: Callable[[], Awaitable[R]], deadline: float | None) -> Any:
+    async def _attempt(
+        self, operation: Callable[..., Awaitable[R]], deadline: float | None, *args: Any
+    ) -> Any:
         if not self._breaker.allow():
             self.stats.skipped += 1
             return FAILED
         try:
-            async with asyncio.timeout(deadline):
-                result = await operation()
+            if deadline is None:
+                result = await operation(*args)
+            else:
+                # One shared timer per delay rather than one per operation (see Deadlines).
+                deadlines = self._deadlines.get(deadline)
+                if deadlines is None:
+                    deadlines = self._deadlines[deadline] = Deadlines(deadline)
+                result = await deadlines.run(operation, *args)
         except self._store_errors as exc:
             self._breaker.failure()
             self.stats.errors += 1
@@ -67,12 +77,13 @@ class FaultPolicy(abc.ABC):
         self._breaker.success()
         return result
 
-    async def _guarded_read(self, operation: Callable[[], Awaitable[R]]) -> R | Failed:
-        """Run a read (or fill): fail open within the deadline, and never before recovery."""
+    async def _guarded_read(self, operation: Callable[..., Awaitable[R]], *args: Any) -> R | Failed:
+        """Run ``operation(*args)``, a read or fill: fail open, within the deadline."""
+        # Never before recovery: an owed epoch bump goes first.
         if self._lost and not await self._recover(self.timeout):
             self.stats.skipped += 1
             return FAILED
-        result: R | Failed = await self._attempt(operation, self.timeout)
+        result: R | Failed = await self._attempt(operation, self.timeout, *args)
         return result
 
     async def _invalidate(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from functools import partial
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Select, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import LoaderCriteriaOption, Mapper, Session
@@ -14,6 +17,8 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
+from underlay.cache._base import BaseCache, CheckedNames, check_namespaces
+from underlay.cache._codec import JSONCodec
 from underlay.cache._keys import (
     format_id,
     lists_namespace,
@@ -34,11 +39,42 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Compiled entity scopes shared by instances of one repository class, per dialect.
-_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[str, set[FromClause]]]] = {}
+_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], _Scope]] = {}
 _MAX_SCOPES = 256
+# The scope memo of reads without options.
+_PLAIN: dict[bool, tuple[Any, ...]] = {False: (False,), True: (True,)}
+# Canonical primary keys by (mapper, type, value): coercing a key is far slower than a hit.
+_CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
+_MAX_CANONICAL = 8192
+_SIMPLE_IDS = (int, str, uuid.UUID)
 # Isolation levels whose every statement sees the latest commits: a loader's view is then
 # never older than the generations read just before it.
 _FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
+
+
+class _Scope(NamedTuple):
+    """What an entity entry's key and namespaces need besides the id, computed once."""
+
+    head: str  # the key up to the schema's identity
+    tables: set[FromClause]
+    namespaces: tuple[str, ...]  # every namespace but the row's own, checked and sorted
+
+
+class _ListShape(NamedTuple):
+    """What a list entry's key needs from a statement's structure, computed once."""
+
+    sql: str  # the SELECT compiled for the dialect, bound values as placeholders
+    tables: set[FromClause]
+    namespaces: CheckedNames
+
+
+# ``TypeAdapter(list[schema])`` by schema: list entries are validated straight from JSON.
+_LIST_ADAPTERS: weakref.WeakKeyDictionary[type[BaseModel], TypeAdapter[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+# List entry shapes by (repository class, dialect, depends_on, statement cache key).
+_LIST_SHAPES: dict[tuple[Any, ...], _ListShape] = {}
+_MAX_LIST_SHAPES = 1024
 
 
 class _Reads(Protocol):
@@ -123,7 +159,9 @@ class CachedRepository(Generic[SchemaT]):
         self.mapper: Mapper[Any] = inspect(repository.model)
         self._fingerprint = schema_identity(schema)
         self._table = self.mapper.base_mapper.local_table
-        self._scopes: dict[tuple[Any, ...], tuple[str, set[FromClause]]] = {}
+        self._scopes: dict[tuple[Any, ...], _Scope] = {}
+        self._row_head = f"r:{self._table.fullname}:"
+        self._shared_scopes: dict[tuple[Any, ...], _Scope] | None = None
         self._dependencies: tuple[FromClause, ...] = tuple(
             table for model in depends_on for table in inspect(model).tables
         )
@@ -131,6 +169,51 @@ class CachedRepository(Generic[SchemaT]):
     @property
     def _session(self) -> AsyncSession:
         return self.repository.session
+
+    @property
+    def _payload_cache(self) -> BaseCache | None:
+        """The cache, when its payloads are JSON this class may validate directly."""
+        cache = self.cache
+        if isinstance(cache, BaseCache) and type(cache.codec) is JSONCodec:
+            return cache
+        return None
+
+    def _parse_many(
+        self,
+        payloads: Mapping[str, bytes],
+        cache: BaseCache,
+        by_key: Mapping[str, Any],
+        found: dict[Any, SchemaT],
+    ) -> list[str]:
+        """Validate payloads into ``found`` by id; return the keys the schema refused."""
+        rejected = []
+        for key, payload in payloads.items():
+            try:
+                parsed = self._parse(payload, cache)
+            except ValidationError:
+                rejected.append(key)
+            else:
+                if parsed is not None:
+                    found[by_key[key]] = parsed
+        return rejected
+
+    def _parse(self, payload: bytes, cache: BaseCache) -> SchemaT | None:
+        """Validate a JSON payload into ``schema`` (``None`` for a cached absent row)."""
+        if payload == b"null":
+            return None
+        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
+            return self.schema.model_validate(cache.codec.decode(payload))
+        return self.schema.model_validate_json(payload)
+
+    def _parse_list(self, payload: bytes, cache: BaseCache) -> list[SchemaT]:
+        """Validate a JSON array payload into a list of ``schema``."""
+        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
+            return [self.schema.model_validate(value) for value in cache.codec.decode(payload)]
+        adapter = _LIST_ADAPTERS.get(self.schema)
+        if adapter is None:
+            adapter = _LIST_ADAPTERS[self.schema] = TypeAdapter(list[self.schema])  # type: ignore[name-defined]
+        result: list[SchemaT] = adapter.validate_json(payload)
+        return result
 
     async def get(
         self, id: Any, *, options: Sequence[Any] = (), include_deleted: bool = False
@@ -162,7 +245,25 @@ class CachedRepository(Generic[SchemaT]):
                 return None
             return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
 
-        cacheable = _cacheable(options)
+        cacheable = not options or _cacheable(options)
+        fast = self._payload_cache
+        if fast is not None and cacheable:
+            if not session_touches(self._session.sync_session, tables):
+                # Whether a loaded value may be published is asked only on a miss.
+                payload = await fast.load(
+                    key,
+                    self._detached(load),
+                    ttl=self.ttl,
+                    namespaces=namespaces,
+                    fill=partial(self._may_fill, tables),
+                    raw=True,
+                )
+                try:
+                    return self._parse(payload, fast)
+                except ValidationError:
+                    pass  # the entry no longer fits the schema: reread below
+            else:
+                cacheable = False  # this transaction's own uncommitted rows: the database
         value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         if value is None:
             return None
@@ -220,9 +321,22 @@ class CachedRepository(Generic[SchemaT]):
                     ).model_dump(mode="json")
             return found
 
-        fill = self._fill_policy(tables) if _cacheable(options) else None
+        fill = self._fill_policy(tables) if not options or _cacheable(options) else None
+        fast = self._payload_cache
+        found: dict[Any, SchemaT] = {}
+        rejected: list[str] = []
         if fill is None:
             values = await load(list(by_key))
+        elif fast is not None:
+            payloads = await fast.load_many(
+                {key: names for key, names, _ in entries.values()},
+                self._detached(load),
+                ttl=self.ttl,
+                fill=fill,
+                raw=True,
+            )
+            values = {}
+            rejected = self._parse_many(payloads, fast, by_key, found)
         else:
             values = await self.cache.load_many(
                 {key: names for key, names, _ in entries.values()},
@@ -230,8 +344,6 @@ class CachedRepository(Generic[SchemaT]):
                 ttl=self.ttl,
                 fill=fill,
             )
-        found: dict[Any, SchemaT] = {}
-        rejected: list[str] = []
         for key, value in values.items():
             if value is not None:
                 try:
@@ -288,11 +400,8 @@ class CachedRepository(Generic[SchemaT]):
             include_deleted=include_deleted,
             filter_by=filter_by,
         )
-        tables = self._tables(statement)
-        key = (
-            f"l:{self._table.fullname}:{self._digest(statement, options)}:{self._fingerprint}"
-            f"{tenant_key(tables)}"
-        )
+        digest, tables, namespaces = self._list_entry(statement, options)
+        key = f"l:{self._table.fullname}:{digest}:{self._fingerprint}{tenant_key(tables)}"
 
         async def load() -> Any:
             entities = await self.repository.list_all(
@@ -309,8 +418,24 @@ class CachedRepository(Generic[SchemaT]):
                 for entity in entities
             ]
 
-        namespaces = {lists_namespace(t) for t in tables}
         cacheable = _cacheable(options)
+        fast = self._payload_cache
+        if fast is not None and cacheable:
+            if not session_touches(self._session.sync_session, tables):
+                payload = await fast.load(
+                    key,
+                    self._detached(load),
+                    ttl=self.ttl,
+                    namespaces=namespaces,
+                    fill=partial(self._may_fill, tables),
+                    raw=True,
+                )
+                try:
+                    return self._parse_list(payload, fast)
+                except ValidationError:
+                    pass  # the entry no longer fits the schema: reread below
+            else:
+                cacheable = False  # this transaction's own uncommitted rows: the database
         values = await self._read(key, load, tables, namespaces, cacheable=cacheable)
         try:
             return [self.schema.model_validate(value) for value in values]
@@ -339,35 +464,47 @@ class CachedRepository(Generic[SchemaT]):
 
     def _entity_entry(
         self, id: Any, options: Sequence[Any], include_deleted: bool
-    ) -> tuple[str, set[str], set[FromClause]]:
-        """Return the key, namespaces and tables of the entry of the canonical key ``id``."""
-        memo = (include_deleted, *(_describe(option) for option in options))
-        scopes = self._scopes
-        if self._class_wide_scope():
-            # A request builds a new CachedRepository: share the compiled scope with every
-            # instance of the same repository class, whose SELECT cannot differ.
-            dialect = self._session.sync_session.get_bind().dialect.name
-            shared = (type(self.repository), dialect, self._dependencies)
-            scopes = _CLASS_SCOPES.setdefault(shared, {})
-        if memo not in scopes:
+    ) -> tuple[str, tuple[str, ...], set[FromClause]]:
+        """Return the key, namespaces (checked) and tables of the entry of canonical ``id``."""
+        memo = (include_deleted, *map(_describe, options)) if options else _PLAIN[include_deleted]
+        scopes = self._shared_scopes
+        if scopes is None:
+            scopes = self._scopes
+            if self._class_wide_scope():
+                # A request builds a new CachedRepository: share the compiled scope with
+                # every instance of the same repository class, whose SELECT cannot differ.
+                dialect = self._session.sync_session.get_bind().dialect.name
+                shared = (type(self.repository), dialect, self._dependencies)
+                scopes = _CLASS_SCOPES.setdefault(shared, {})
+            self._shared_scopes = scopes
+        scope = scopes.get(memo)
+        if scope is None:
             # The scope does not depend on the id: compile it once.
-            scope = self.repository.select_statement(
+            statement = self.repository.select_statement(
                 options=options, include_deleted=include_deleted
+            )
+            tables = self._tables(statement)
+            scope = _Scope(
+                f"e:{self._table.fullname}:{self._digest(statement, options)}:",
+                tables,
+                check_namespaces(
+                    {
+                        *(rows_namespace(table) for table in self.mapper.tables),
+                        *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
+                    }
+                ),
             )
             if len(scopes) >= _MAX_SCOPES:
                 scopes.clear()
-            scopes[memo] = (self._digest(scope, options), self._tables(scope))
-        digest, tables = scopes[memo]
-        key = (
-            f"e:{self._table.fullname}:{digest}:{self._fingerprint}{tenant_key(tables)}"
-            f":{format_id(id)}"
-        )
-        namespaces = {
-            row_namespace(self.mapper, id),
-            *(rows_namespace(table) for table in self.mapper.tables),
-            *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
-        }
-        return key, namespaces, tables
+            scopes[memo] = scope
+        text = format_id(id)
+        key = f"{scope.head}{self._fingerprint}{tenant_key(scope.tables)}:{text}"
+        # row_namespace(mapper, id) for a canonical id, without coercing it again; it differs
+        # from the scope's names (they name whole tables)
+        row = f"{self._row_head}{text}"
+        if "\n" in row:
+            check_namespaces((row,))  # raises, as for any invalid namespace
+        return key, CheckedNames((row, *scope.namespaces)), scope.tables
 
     def _class_wide_scope(self) -> bool:
         """Whether this repository's entity SELECT depends only on its class."""
@@ -380,12 +517,16 @@ class CachedRepository(Generic[SchemaT]):
 
     def _fill_policy(self, tables: set[FromClause]) -> bool | None:
         """``None``: bypass the cache; else whether loaded values may be published."""
-        sync = self._session.sync_session
-        if session_touches(sync, tables):
+        if session_touches(self._session.sync_session, tables):
             # This transaction's own uncommitted rows: neither served stale nor published.
             return None
+        return self._may_fill(tables)
+
+    def _may_fill(self, tables: set[FromClause]) -> bool:
+        """Whether a value loaded now may be published (asked after the bypass check)."""
         # Objects the session already holds are returned as they were loaded (the ORM does
         # not overwrite them), possibly before a later commit: such loads are not published.
+        sync = self._session.sync_session
         return not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
 
     def _detached(self, load: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -409,21 +550,33 @@ class CachedRepository(Generic[SchemaT]):
         return detached
 
     def _canonical_id(self, id: Any) -> Any:
+        memo = (self.mapper, type(id), id) if type(id) in _SIMPLE_IDS else None
+        if memo is not None:
+            found = _CANONICAL.get(memo, _CANONICAL)
+            if found is not _CANONICAL:
+                return found
         values = canonical_identity(self.mapper, id)
-        return values[0] if len(values) == 1 else values
+        canonical = values[0] if len(values) == 1 else values
+        if memo is not None:
+            if len(_CANONICAL) >= _MAX_CANONICAL:
+                _CANONICAL.clear()
+            _CANONICAL[memo] = canonical
+        return canonical
 
     async def _read(
         self,
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
-        fill = self._fill_policy(tables) if cacheable else None
-        if fill is None:
+        if not cacheable or session_touches(self._session.sync_session, tables):
             return await load()
+        fill: Any = partial(self._may_fill, tables)
+        if not isinstance(self.cache, BaseCache):
+            fill = fill()  # a cache of your own takes the decision up front
         return await self.cache.load(
             key, self._detached(load), ttl=self.ttl, namespaces=namespaces, fill=fill
         )
@@ -433,7 +586,7 @@ class CachedRepository(Generic[SchemaT]):
         key: str,
         load: Callable[[], Awaitable[Any]],
         tables: set[FromClause],
-        namespaces: set[str],
+        namespaces: Iterable[str],
         *,
         cacheable: bool,
     ) -> Any:
@@ -459,6 +612,45 @@ class CachedRepository(Generic[SchemaT]):
         engine = session.sync_session.get_bind()
         level = engine.get_execution_options().get("isolation_level")
         return (level or engine.dialect.default_isolation_level) not in _FRESH_STATEMENTS
+
+    def _list_entry(
+        self, statement: Select[Any], options: Sequence[Any]
+    ) -> tuple[str, set[FromClause], CheckedNames]:
+        """Return the digest, tables and namespaces of a list entry for ``statement``.
+
+        Compiling a SELECT costs far more than a hit, so the compiled text and the tables
+        are kept per statement structure (SQLAlchemy's cache key: the statement without its
+        bound values), repository class, dialect and ``depends_on``; a read compiles only
+        the first time a shape is seen. The digest covers that text and the call's bound
+        values in order, so two statements share an entry only if they are the same query.
+        """
+        dialect = self._session.sync_session.get_bind().dialect
+        cache_key = statement._generate_cache_key()
+        if cache_key is None:  # a construct SQLAlchemy cannot key: compile every time
+            tables = self._tables(statement)
+            names = check_namespaces({lists_namespace(t) for t in tables})
+            return self._digest(statement, options), tables, names
+        memo = (type(self.repository), dialect.name, self._dependencies, cache_key.key)
+        shape = _LIST_SHAPES.get(memo)
+        if shape is None:
+            tables = self._tables(statement)
+            shape = _ListShape(
+                str(statement.compile(dialect=dialect)),
+                tables,
+                check_namespaces({lists_namespace(t) for t in tables}),
+            )
+            if len(_LIST_SHAPES) >= _MAX_LIST_SHAPES:
+                _LIST_SHAPES.clear()
+            _LIST_SHAPES[memo] = shape
+        parts = [
+            type(self.repository).__qualname__,
+            shape.sql,
+            repr([param.effective_value for param in cache_key.bindparams]),
+            repr(sorted(statement.get_execution_options().items())),
+            *(_describe(option) for option in options),
+        ]
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+        return digest, shape.tables, shape.namespaces
 
     def _tables(self, statement: Select[Any]) -> set[FromClause]:
         found: set[FromClause] = {

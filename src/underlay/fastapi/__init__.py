@@ -9,6 +9,7 @@ Install with ``pip install 'underlay[fastapi]'``. The pieces:
   JSON (404, 409, 412, 428, 400 / 422, 503) without leaking SQL or driver text.
 * `etag`, `if_match_version` and `require_if_match` connect a versioned model's ``version``
   to ``ETag`` / ``If-Match``.
+* `tenant_dependency` runs each request inside `tenant_context` (and `actor_context`).
 * `cursor_params` and `page_params` read ``limit`` / ``after`` / ``order_by`` (or
   ``number`` / ``size``) and filters from the query string, checked against a repository's
   declared fields.
@@ -27,6 +28,7 @@ from underlay.fastapi._params import (  # noqa: E402
 )
 from underlay.fastapi._problems import install, problem_response  # noqa: E402
 from underlay.fastapi._session import session_dependency  # noqa: E402
+from underlay.fastapi._tenant import tenant_dependency  # noqa: E402
 
 __all__ = [
     "CursorParams",
@@ -39,4 +41,5 @@ __all__ = [
     "problem_response",
     "require_if_match",
     "session_dependency",
+    "tenant_dependency",
 ]

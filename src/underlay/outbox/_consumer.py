@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 from underlay._imports import require
 from underlay.outbox._emit import check_name
 from underlay.outbox._redis import make_client, redis_errors
+from underlay.tenancy._context import tenant_context
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,6 +39,8 @@ class Message:
         payload: The decoded JSON payload.
         key: The event's key, or ``None``.
         deliveries: How many times the entry was delivered, this one included.
+        tenant: The tenant the event was emitted for, or ``None``. The handler runs inside
+            `tenant_context` of it, so its reads and writes are that tenant's.
     """
 
     stream: str
@@ -46,6 +49,7 @@ class Message:
     payload: Any
     key: str | None
     deliveries: int
+    tenant: str | None = None
 
 
 #: A message handler: an async callable that raises to leave the message for a retry.
@@ -309,7 +313,11 @@ class StreamConsumer:
             await self._dead_letter(entry_id, fields, deliveries, None)
             return
         try:
-            await self.handler(message)
+            if message.tenant is None:
+                await self.handler(message)
+            else:
+                with tenant_context(message.tenant):
+                    await self.handler(message)
         except Exception as exc:
             if deliveries >= self.max_deliveries:
                 await self._dead_letter(entry_id, fields, deliveries, exc)
@@ -333,6 +341,7 @@ class StreamConsumer:
 
     def _message(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Message:
         key = fields.get(b"key")
+        tenant = fields.get(b"tenant")
         return Message(
             stream=self.stream,
             group=self.group,
@@ -340,6 +349,7 @@ class StreamConsumer:
             payload=json.loads(fields[b"payload"]),
             key=key.decode() if key is not None else None,
             deliveries=deliveries,
+            tenant=tenant.decode() if tenant is not None else None,
         )
 
     async def _dead_letter(

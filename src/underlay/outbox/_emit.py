@@ -8,12 +8,13 @@ import zlib
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Integer, cast, func, insert, literal, select
+from sqlalchemy import Integer, String, cast, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from underlay.events import AFTER_COMMIT_KEY, call_after_commit
 from underlay.outbox._errors import InvalidEventError
 from underlay.outbox._models import OutboxEvent, table_of
+from underlay.tenancy._context import tenant_if_set
 
 __all__ = ["emit", "encode_payload"]
 
@@ -95,6 +96,9 @@ async def emit(session: AsyncSession, stream: str, payload: Any, *, key: str | N
             converted).
         key: An optional key carried with the entry (an entity id, a partition key).
 
+    The tenant in effect (`tenant_context`) is stored with the event and carried to the
+    stream entry; consumers run the handler in that tenant's context.
+
     Returns:
         The event's id; the stream entry id is ``f"{id}-0"``.
 
@@ -109,6 +113,7 @@ async def emit(session: AsyncSession, stream: str, payload: Any, *, key: str | N
             stream=stream,
         )
     document = encode_payload(stream, payload)
+    tenant = tenant_if_set()
     table = table_of(OutboxEvent)
     if session.get_bind().dialect.name == "postgresql":
         # The lock is taken before the id is drawn from the sequence, in one statement: an
@@ -118,13 +123,19 @@ async def emit(session: AsyncSession, stream: str, payload: Any, *, key: str | N
                 cast(literal(LOCK_NAMESPACE), Integer), cast(literal(_lock_key(stream)), Integer)
             ).label("locked")
         ).cte("underlay_outbox_lock")
-        source = select(literal(stream), literal(key), literal(document)).select_from(lock)
+        source = select(
+            literal(stream), literal(key), literal(tenant, String(64)), literal(document)
+        ).select_from(lock)
         statement = (
-            insert(table).from_select(["stream", "key", "payload"], source).returning(table.c.id)
+            insert(table)
+            .from_select(["stream", "key", "tenant", "payload"], source)
+            .returning(table.c.id)
         )
     else:
         statement = (
-            insert(table).values(stream=stream, key=key, payload=document).returning(table.c.id)
+            insert(table)
+            .values(stream=stream, key=key, tenant=tenant, payload=document)
+            .returning(table.c.id)
         )
     event_id: int = (await session.execute(statement)).scalar_one()
     if _nudge not in session.sync_session.info.get(AFTER_COMMIT_KEY, ()):

@@ -33,6 +33,8 @@ class OutboxEvent(Base):
     id: Mapped[int] = mapped_column(_EventId, primary_key=True, autoincrement=True)
     stream: Mapped[str] = mapped_column(String(200))
     key: Mapped[str | None] = mapped_column(String(200))
+    #: The tenant in effect when the event was emitted (`tenant_context`), or ``None``.
+    tenant: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=utcnow())
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from underlay._imports import require
+from underlay._redis_client import connect, redis_errors
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -14,28 +14,13 @@ __all__ = ["PUBLISH", "make_client", "redis_errors"]
 
 def make_client(url: str, *, timeout: float) -> Redis:
     """Return a ``redis.asyncio.Redis`` for ``url`` with a socket deadline and no retries."""
-    redis_asyncio = require("redis.asyncio", extra="redis")
-    retry = require("redis.retry", extra="redis")
-    backoff = require("redis.backoff", extra="redis")
-    client: Redis = redis_asyncio.Redis.from_url(
-        url,
-        retry=retry.Retry(backoff.NoBackoff(), 0),
-        retry_on_timeout=False,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=False,
-    )
+    client: Redis = connect(url, timeout=timeout)
     return client
 
 
-def redis_errors() -> tuple[type[BaseException], ...]:
-    """Return the exception classes that mean "Redis failed or is unreachable"."""
-    exceptions: Any = require("redis.exceptions", extra="redis")
-    return (exceptions.RedisError, OSError, TimeoutError)
-
-
 #: Append events to a stream, skipping every id at or below the stream's last generated id.
-#: KEYS[1] the stream; ARGV[1] MAXLEN (0: untrimmed), then (id, key or "", payload) triples.
+#: KEYS[1] the stream; ARGV[1] MAXLEN (0: untrimmed), then (id, key or "", tenant or "",
+#: payload) quadruples.
 #: The skip makes a re-publish after a crash a no-op, and the script runs atomically, so a
 #: batch is either in the stream entirely or not at all. Returns {added, last id}.
 PUBLISH = """
@@ -51,7 +36,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local maxlen = tonumber(ARGV[1])
 local added = 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local id = tonumber(ARGV[i])
   if id > top then
     local args = {'XADD', KEYS[1]}
@@ -62,10 +47,14 @@ for i = 2, #ARGV, 3 do
     end
     args[#args + 1] = ARGV[i] .. '-0'
     args[#args + 1] = 'payload'
-    args[#args + 1] = ARGV[i + 2]
+    args[#args + 1] = ARGV[i + 3]
     if ARGV[i + 1] ~= '' then
       args[#args + 1] = 'key'
       args[#args + 1] = ARGV[i + 1]
+    end
+    if ARGV[i + 2] ~= '' then
+      args[#args + 1] = 'tenant'
+      args[#args + 1] = ARGV[i + 2]
     end
     redis.call(unpack(args))
     top = id

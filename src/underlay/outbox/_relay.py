@@ -56,9 +56,10 @@ class OutboxRelay:
     """Publish committed outbox events to Redis Streams.
 
     Each event becomes the entry ``"<event id>-0"`` of stream ``prefix + stream`` with the
-    fields ``payload`` (the JSON document) and, when given, ``key``. A batch is appended by
-    one Lua script that skips ids the stream already has, so after a crash at any point the
-    relay re-reads from its last recorded position and nothing is duplicated or skipped.
+    fields ``payload`` (the JSON document) and, when given, ``key`` and ``tenant``. A batch
+    is appended by one Lua script that skips ids the stream already has, so after a crash at
+    any point the relay re-reads from its last recorded position and nothing is duplicated
+    or skipped.
 
     Several relays may run against one database: each stream is leased by one of them (a
     row in `underlay_outbox_stream`); the others stand by and take over when the lease
@@ -232,7 +233,7 @@ class OutboxRelay:
             async with self.db.engine.connect() as conn:
                 rows = (
                     await conn.execute(
-                        select(_EVENTS.c.id, _EVENTS.c.key, _EVENTS.c.payload)
+                        select(_EVENTS.c.id, _EVENTS.c.key, _EVENTS.c.tenant, _EVENTS.c.payload)
                         .where(_EVENTS.c.stream == stream, _EVENTS.c.id > position)
                         .order_by(_EVENTS.c.id)
                         .limit(self.batch_size)
@@ -292,8 +293,8 @@ class OutboxRelay:
 
     async def _append(self, stream: str, rows: Sequence[Any]) -> tuple[int, int]:
         args: list[Any] = [self.maxlen or 0]
-        for event_id, key, payload in rows:
-            args.extend((event_id, key or "", payload))
+        for event_id, key, tenant, payload in rows:
+            args.extend((event_id, key or "", tenant or "", payload))
         async with asyncio.timeout(self.timeout):
             reply: list[Any] = await self._publish(keys=[self.prefix + stream], args=args)
         return int(reply[0]), int(reply[1])

@@ -16,11 +16,13 @@ from underlay.repository._query import SortKey
 from underlay.repository._schemas import to_schema, to_schemas
 from underlay.repository._sqlalchemy import SQLAlchemyRepository
 from underlay.repository._stream import Stream
-from underlay.repository._writes import COPY_THRESHOLD
+from underlay.repository._writes import COPY_THRESHOLD, INSERT_BATCH, UPSERT_BATCH
 
 __all__ = [
     "COPY_THRESHOLD",
     "CURSOR_SECRET_ENV",
+    "INSERT_BATCH",
+    "UPSERT_BATCH",
     "CursorPage",
     "InMemoryRepository",
     "Page",

@@ -68,6 +68,8 @@ class RepositoryBase(Generic[ModelT]):
     cursor_secret: ClassVar[str | bytes | None] = None
 
     _checked: ClassVar[bool] = False
+    _mapper_cache: ClassVar[Mapper[Any] | None] = None
+    _empty_filter: ClassVar[ResolvedFilter | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -116,7 +118,12 @@ class RepositoryBase(Generic[ModelT]):
 
     @property
     def _mapper(self) -> Mapper[Any]:
-        return mapper_of(self.model)
+        cls = type(self)
+        mapper = cls.__dict__.get("_mapper_cache")
+        if mapper is None:
+            mapper = mapper_of(self.model)
+            cls._mapper_cache = mapper
+        return mapper
 
     @property
     def _dialect(self) -> Dialect:
@@ -162,6 +169,19 @@ class RepositoryBase(Generic[ModelT]):
     def _resolve(self, filter_by: Any) -> ResolvedFilter:
         if isinstance(filter_by, ResolvedFilter):
             return filter_by
+        if filter_by is None:
+            # the common case, resolved once per class (a ResolvedFilter is never changed)
+            cls = type(self)
+            empty = cls.__dict__.get("_empty_filter")
+            if empty is None:
+                empty = cls._empty_filter = resolve_filter(
+                    self.model,
+                    None,
+                    fields=self.filterable_fields,
+                    operators=self.filter_operators,
+                    limits=self.filter_limits,
+                )
+            return empty
         return resolve_filter(
             self.model,
             filter_by,

@@ -488,28 +488,50 @@ def canonical_identity(mapper: Mapper[Any], ident: Any) -> tuple[Any, ...]:
         InvalidQueryError: Wrong arity, ``None`` in the key, or a value that does not fit
             its column.
     """
-    columns = mapper.primary_key
-    name = mapper.class_.__name__
+    plan = _IDENTITY_PLANS.get(mapper)
+    if plan is None:
+        plan = _IDENTITY_PLANS[mapper] = _identity_plan(mapper)
+    name, keys, parts = plan
     if isinstance(ident, Mapping):
-        keys = [mapper.get_property_by_column(column).key for column in columns]
         if set(ident) != set(keys):
-            raise InvalidQueryError(f"{name} primary key needs exactly the keys {keys}.")
+            raise InvalidQueryError(f"{name} primary key needs exactly the keys {list(keys)}.")
         values: tuple[Any, ...] = tuple(ident[key] for key in keys)
     elif isinstance(ident, tuple | list):
         values = tuple(ident)
     else:
         values = (ident,)
-    if len(values) != len(columns):
+    if len(values) != len(parts):
         raise InvalidQueryError(
-            f"{name} has a primary key of {len(columns)} column(s); got {show(ident)}."
+            f"{name} has a primary key of {len(parts)} column(s); got {show(ident)}."
         )
     result = []
-    for column, value in zip(columns, values, strict=True):
-        field = f"{name}.{mapper.get_property_by_column(column).key}"
+    for (field, coerce), value in zip(parts, values, strict=True):
         if value is None:
             raise InvalidQueryError(f"Invalid value for {field}: a primary key is never None.")
-        result.append(coerce_value(column, value, field=field))  # type: ignore[arg-type]  # mapped key columns are Columns
+        try:
+            result.append(coerce(value))
+        except ValueRefused as refused:
+            raise InvalidQueryError(f"Invalid value for {field}: {refused.reason}.") from None
     return tuple(result)
+
+
+# Per mapper: the model name, the key attribute names, and (field, coercer) per key column;
+# built on the first lookup, so a get does no attribute lookups or string formatting.
+_IDENTITY_PLANS: weakref.WeakKeyDictionary[
+    Mapper[Any], tuple[str, tuple[str, ...], tuple[tuple[str, Coercer], ...]]
+] = weakref.WeakKeyDictionary()
+
+
+def _identity_plan(
+    mapper: Mapper[Any],
+) -> tuple[str, tuple[str, ...], tuple[tuple[str, Coercer], ...]]:
+    name = mapper.class_.__name__
+    keys = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
+    parts = tuple(
+        (f"{name}.{key}", column_coercer(column))  # type: ignore[arg-type]  # mapped key columns are Columns
+        for key, column in zip(keys, mapper.primary_key, strict=True)
+    )
+    return name, keys, parts
 
 
 def check_count(

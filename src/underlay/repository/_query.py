@@ -68,8 +68,17 @@ def column_map(model: type[Any]) -> Mapping[str, Column[Any]]:
     return found
 
 
+_NAMES_BY_COLUMN: weakref.WeakKeyDictionary[type[Any], dict[tuple[Any, str], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _names_by_column(model: type[Any]) -> Mapping[tuple[Any, str], str]:
-    return {(col.table, col.name): key for key, col in column_map(model).items()}
+    found = _NAMES_BY_COLUMN.get(model)
+    if found is None:
+        found = {(col.table, col.name): key for key, col in column_map(model).items()}
+        _NAMES_BY_COLUMN[model] = found
+    return found
 
 
 def check_fields(model: type[Any], fields: Iterable[str], *, kind: str) -> tuple[str, ...]:

@@ -7,19 +7,26 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+from urllib.parse import quote, unquote
 
 from underlay.exceptions import NotFoundError, UnderlayError
+from underlay.tenancy._context import tenant_context, tenant_if_set
 
 __all__ = [
+    "CURRENT_TENANT",
     "SessionRecord",
     "SessionStore",
     "SessionUnavailableError",
     "check_ttls",
     "new_session_id",
+    "owner_of",
+    "parse_owner",
+    "resolve_tenant",
     "session_digest",
     "unknown_session",
     "valid_session_id",
+    "visible_here",
 ]
 
 #: 32 random bytes: 256 bits, 43 URL-safe characters.
@@ -35,6 +42,15 @@ class SessionUnavailableError(UnderlayError):
     """
 
 
+class _Current:
+    def __repr__(self) -> str:
+        return "CURRENT_TENANT"
+
+
+#: The default of ``tenant=`` arguments: the tenant in effect (`tenant_context`), if any.
+CURRENT_TENANT: Final = _Current()
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     """A live session as a store holds it.
@@ -46,6 +62,7 @@ class SessionRecord:
         created_at: When it was created, in seconds since the epoch.
         expires_at: Its absolute expiry, in seconds since the epoch (idle expiry may come
             sooner).
+        tenant: The tenant it was created for (`tenant_context` at `create`), or ``None``.
     """
 
     id: str
@@ -53,12 +70,19 @@ class SessionRecord:
     user_id: str | None
     created_at: float
     expires_at: float
+    tenant: str | None = None
 
 
 class SessionStore(Protocol):
     """The interface of `RedisSessionStore` and `MemorySessionStore`."""
 
-    async def create(self, data: Mapping[str, Any], *, user_id: str | None = None) -> str:
+    async def create(
+        self,
+        data: Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        tenant: str | _Current | None = CURRENT_TENANT,
+    ) -> str:
         """Store a new session and return its id."""
         ...
 
@@ -82,7 +106,9 @@ class SessionStore(Protocol):
         """End one session; return whether it existed."""
         ...
 
-    async def revoke_all(self, user_id: str) -> int:
+    async def revoke_all(
+        self, user_id: str, *, tenant: str | _Current | None = CURRENT_TENANT
+    ) -> int:
         """End every session of ``user_id``; return how many there were."""
         ...
 
@@ -126,3 +152,42 @@ def check_user(user_id: object) -> str | None:
     if not isinstance(user_id, str) or not user_id or len(user_id) > 256:
         raise ValueError(f"user_id {user_id!r} must be a non-empty string of at most 256 chars")
     return user_id
+
+
+def resolve_tenant(tenant: str | _Current | None) -> str | None:
+    """Return the tenant a call is for: the context's for `CURRENT_TENANT`, else ``tenant``."""
+    if isinstance(tenant, _Current):
+        return tenant_if_set()
+    if tenant is None:
+        return None
+    with tenant_context(tenant):  # validates it like every other tenant id
+        return tenant
+
+
+def owner_of(user_id: str | None, tenant: str | None) -> str:
+    """Return the text a store keeps for a session's user and tenant ("" for neither).
+
+    ``<quoted tenant>/<user>``: quoting leaves no ``/`` in the tenant, so user ``"a/b"`` of
+    no tenant and user ``"b"`` of tenant ``"a"`` never share a "log out everywhere" index.
+    """
+    if user_id is None and tenant is None:
+        return ""
+    return f"{quote(tenant, safe='') if tenant else ''}/{user_id or ''}"
+
+
+def parse_owner(owner: str) -> tuple[str | None, str | None]:
+    """Return ``(user_id, tenant)`` from the text `owner_of` made."""
+    if not owner:
+        return None, None
+    tenant, _, user = owner.partition("/")
+    return user or None, unquote(tenant) or None
+
+
+def visible_here(tenant: str | None) -> bool:
+    """Whether a session of ``tenant`` may be used in the current tenant's context.
+
+    A session created for one tenant is never honoured inside another tenant's context
+    (a cookie replayed against another tenant's host); a session without a tenant is.
+    """
+    current = tenant_if_set()
+    return tenant is None or current is None or current == tenant

@@ -10,13 +10,19 @@ from typing import Any, Self
 
 from underlay.cache._codec import Codec, JSONCodec
 from underlay.sessions._base import (
+    CURRENT_TENANT,
     SessionRecord,
+    _Current,
     check_ttls,
     check_user,
     new_session_id,
+    owner_of,
+    parse_owner,
+    resolve_tenant,
     session_digest,
     unknown_session,
     valid_session_id,
+    visible_here,
 )
 
 __all__ = ["MemorySessionStore"]
@@ -25,7 +31,7 @@ __all__ = ["MemorySessionStore"]
 @dataclass
 class _Entry:
     payload: bytes
-    user_id: str | None
+    owner: str  # see owner_of: "" for an anonymous session without a tenant
     created_at: float
     expires_at: float
     idle_until: float
@@ -84,21 +90,28 @@ class MemorySessionStore:
 
     def _drop(self, digest: str) -> _Entry | None:
         entry = self._sessions.pop(digest, None)
-        if entry is not None and entry.user_id is not None:
-            members = self._users.get(entry.user_id)
+        if entry is not None and entry.owner in self._users:
+            members = self._users.get(entry.owner)
             if members is not None:
                 members.discard(digest)
                 if not members:
-                    del self._users[entry.user_id]
+                    del self._users[entry.owner]
         return entry
 
     def _purge(self) -> None:
         for digest in list(self._sessions):
             self._live(digest)
 
-    async def create(self, data: Mapping[str, Any], *, user_id: str | None = None) -> str:
+    async def create(
+        self,
+        data: Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        tenant: str | _Current | None = CURRENT_TENANT,
+    ) -> str:
         """Store a new session and return its id (see `RedisSessionStore.create`)."""
         user = check_user(user_id)
+        owner = owner_of(user, resolve_tenant(tenant))
         payload = self.codec.encode(dict(data))
         if len(self._sessions) % 1024 == 1023:
             self._purge()
@@ -107,13 +120,13 @@ class MemorySessionStore:
         now = self.clock()
         self._sessions[digest] = _Entry(
             payload,
-            user,
+            owner,
             now,
             now + self.absolute_ttl,
             now + self.idle_ttl,
         )
         if user is not None:
-            self._users.setdefault(user, set()).add(digest)
+            self._users.setdefault(owner, set()).add(digest)
         return session_id
 
     async def get(self, session_id: str) -> dict[str, Any] | None:
@@ -128,9 +141,14 @@ class MemorySessionStore:
         entry = self._live(session_digest(session_id))
         if entry is None:
             return None
+        user, tenant = parse_owner(entry.owner)
+        if not visible_here(tenant):
+            return None
         entry.idle_until = self.clock() + self.idle_ttl
         data: dict[str, Any] = self.codec.decode(entry.payload)
-        return SessionRecord(session_id, data, entry.user_id, entry.created_at, entry.expires_at)
+        return SessionRecord(
+            session_id, data, user, entry.created_at, entry.expires_at, tenant=tenant
+        )
 
     async def save(self, session_id: str, data: Mapping[str, Any]) -> bool:
         """Replace the session's data; ``False`` when it no longer exists."""
@@ -156,8 +174,8 @@ class MemorySessionStore:
         digest = session_digest(new_id)
         entry.idle_until = self.clock() + self.idle_ttl
         self._sessions[digest] = entry
-        if entry.user_id is not None:
-            self._users.setdefault(entry.user_id, set()).add(digest)
+        if parse_owner(entry.owner)[0] is not None:
+            self._users.setdefault(entry.owner, set()).add(digest)
         return new_id
 
     async def revoke(self, session_id: str) -> bool:
@@ -167,17 +185,20 @@ class MemorySessionStore:
         digest = session_digest(session_id)
         return self._live(digest) is not None and self._drop(digest) is not None
 
-    async def revoke_all(self, user_id: str) -> int:
-        """End every session of ``user_id``; return how many were live."""
+    async def revoke_all(
+        self, user_id: str, *, tenant: str | _Current | None = CURRENT_TENANT
+    ) -> int:
+        """End every session of ``user_id`` of the tenant; return how many were live."""
         user = check_user(user_id)
         if user is None:
             raise ValueError("revoke_all needs a user id")
+        owner = owner_of(user, resolve_tenant(tenant))
         ended = 0
-        for digest in list(self._users.get(user, ())):
+        for digest in list(self._users.get(owner, ())):
             if self._live(digest) is not None:
                 self._drop(digest)
                 ended += 1
-        self._users.pop(user, None)
+        self._users.pop(owner, None)
         return ended
 
     async def __aenter__(self) -> Self:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from underlay.cache._codec import JSONCodec
 from underlay.exceptions import NotFoundError
 from underlay.sessions._base import SessionStore, SessionUnavailableError
+from underlay.tenancy._context import tenant_context, tenant_if_set
 
 __all__ = ["Session", "SessionMiddleware"]
 
@@ -32,6 +33,8 @@ class Session(dict[str, Any]):
     Attributes:
         id: The session id, or ``None`` before the session is first saved.
         user_id: The user the session belongs to, or ``None``.
+        tenant: The tenant the session belongs to, or ``None``. While a request runs, the
+            middleware puts it in effect (`tenant_context`) unless a tenant already is.
         available: ``False`` when the store was down and the middleware let the request
             through anonymously (``on_unavailable="anonymous"``); nothing is saved then.
     """
@@ -42,11 +45,13 @@ class Session(dict[str, Any]):
         *,
         id: str | None = None,
         user_id: str | None = None,
+        tenant: str | None = None,
         available: bool = True,
     ) -> None:
         super().__init__(data)
         self.id = id
         self.user_id = user_id
+        self.tenant = tenant
         self.available = available
         self._snapshot = _codec.encode(data)
         self._login: str | None = None
@@ -59,9 +64,14 @@ class Session(dict[str, Any]):
         return _codec.encode(dict(self)) != self._snapshot
 
     def login(self, user_id: str) -> None:
-        """Bind the session to ``user_id`` under a new id (the old id stops working)."""
+        """Bind the session to ``user_id`` under a new id (the old id stops working).
+
+        The new session belongs to the tenant in effect now (`tenant_context`), if any, else
+        to the session's current tenant.
+        """
         self._login = user_id
         self.user_id = user_id
+        self.tenant = tenant_if_set() or self.tenant
         self._logout = False
 
     def logout(self) -> None:
@@ -150,9 +160,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         session = (
-            Session(record.data, id=record.id, user_id=record.user_id)
+            Session(record.data, id=record.id, user_id=record.user_id, tenant=record.tenant)
             if record is not None
-            else Session({})
+            else Session({}, tenant=tenant_if_set())
         )
         scope["session"] = session
         replaced = False
@@ -173,7 +183,11 @@ class SessionMiddleware:
                     message["headers"] = [*message["headers"], (b"set-cookie", header)]
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        if session.tenant is not None and tenant_if_set() is None:
+            with tenant_context(session.tenant):
+                await self.app(scope, receive, send_with_cookie)
+        else:
+            await self.app(scope, receive, send_with_cookie)
 
     async def _commit(self, session: Session, *, stale_cookie: bool) -> bytes | None:
         """Persist the session; return the Set-Cookie value to send, if any."""
@@ -184,13 +198,15 @@ class SessionMiddleware:
                 await self.store.revoke(session.id)
             return self._expire() if stale_cookie else None
         if session._login is not None:
-            new_id = await self.store.create(dict(session), user_id=session._login)
+            new_id = await self.store.create(
+                dict(session), user_id=session._login, tenant=session.tenant
+            )
             if session.id is not None:
                 await self.store.revoke(session.id)
             return self._cookie(new_id)
         if session.id is None:
             if session:
-                return self._cookie(await self.store.create(dict(session)))
+                return self._cookie(await self.store.create(dict(session), tenant=session.tenant))
             return self._expire() if stale_cookie else None
         if session.modified and not await self.store.save(session.id, dict(session)):
             return self._expire()

@@ -9,18 +9,25 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from underlay._imports import require
+from underlay._redis_client import connect
 from underlay.cache._breaker import CircuitBreaker
 from underlay.cache._codec import Codec, DecodeError, JSONCodec
 from underlay.sessions import _scripts
 from underlay.sessions._base import (
+    CURRENT_TENANT,
     SessionRecord,
     SessionUnavailableError,
+    _Current,
     check_ttls,
     check_user,
     new_session_id,
+    owner_of,
+    parse_owner,
+    resolve_tenant,
     session_digest,
     unknown_session,
     valid_session_id,
+    visible_here,
 )
 
 if TYPE_CHECKING:
@@ -80,7 +87,6 @@ class RedisSessionStore:
         codec: Codec | None = None,
     ) -> None:
         check_ttls(idle_ttl, absolute_ttl)
-        redis_asyncio = require("redis.asyncio", extra="redis")
         exceptions = require("redis.exceptions", extra="redis")
         self.prefix = prefix
         self.idle_ttl = idle_ttl
@@ -95,16 +101,8 @@ class RedisSessionStore:
         self._breaker = CircuitBreaker(threshold=failure_threshold, cooldown=cooldown)
         self._owns_client = client is None
         if client is None:
-            retry = require("redis.retry", extra="redis")
-            backoff = require("redis.backoff", extra="redis")
-            client = redis_asyncio.Redis.from_url(
-                url,
-                retry=retry.Retry(backoff.NoBackoff(), 0),
-                retry_on_timeout=False,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=False,
-            )
+            # One server, a deadline on every socket operation and no retries.
+            client = connect(url, timeout=timeout)
         self.client: Redis = client
         self._create = client.register_script(_scripts.CREATE)
         self._read = client.register_script(_scripts.READ)
@@ -144,12 +142,21 @@ class RedisSessionStore:
         self._breaker.success()
         return result
 
-    async def create(self, data: Mapping[str, Any], *, user_id: str | None = None) -> str:
+    async def create(
+        self,
+        data: Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        tenant: str | _Current | None = CURRENT_TENANT,
+    ) -> str:
         """Store a new session and return its id.
 
         Args:
             data: JSON-compatible data (the cache codec's types round-trip exactly).
             user_id: The user the session belongs to, for `revoke_all`.
+            tenant: The tenant it belongs to; by default the one in effect
+                (`tenant_context`), if any. Loads inside another tenant's context do not
+                see it.
 
         Returns:
             A new id: 43 URL-safe characters, 256 random bits.
@@ -159,18 +166,19 @@ class RedisSessionStore:
             TypeError: ``data`` holds a value the codec cannot store (nothing stored).
         """
         user = check_user(user_id)
+        owner = owner_of(user, resolve_tenant(tenant))
         payload = self.codec.encode(dict(data))
         session_id = new_session_id()
         digest = session_digest(session_id)
         keys = [self._key(digest)]
         if user is not None:
-            keys.append(self._user_key(user))
+            keys.append(self._user_key(owner))
         await self._call(
             self._create(
                 keys=keys,
                 args=[
                     payload,
-                    user or "",
+                    owner,
                     self._ms(self.idle_ttl),
                     self._ms(self.absolute_ttl),
                     self._key(""),
@@ -209,13 +217,17 @@ class RedisSessionStore:
         except DecodeError:
             logger.warning("unreadable session data dropped")
             return None
-        user = bytes(reply[1]).decode()
+        user, tenant = parse_owner(bytes(reply[1]).decode())
+        if not visible_here(tenant):
+            logger.warning("a session of another tenant was presented; treated as unknown")
+            return None
         return SessionRecord(
             id=session_id,
             data=data,
-            user_id=user or None,
+            user_id=user,
             created_at=int(reply[2]) / 1000,
             expires_at=int(reply[3]) / 1000,
+            tenant=tenant,
         )
 
     async def save(self, session_id: str, data: Mapping[str, Any]) -> bool:
@@ -279,8 +291,15 @@ class RedisSessionStore:
         )
         return bool(ended == 1)
 
-    async def revoke_all(self, user_id: str) -> int:
+    async def revoke_all(
+        self, user_id: str, *, tenant: str | _Current | None = CURRENT_TENANT
+    ) -> int:
         """End every session of ``user_id`` (after a password change, "log out everywhere").
+
+        Args:
+            user_id: The user.
+            tenant: Whose user it is; by default the tenant in effect, if any. Sessions of
+                a user of the same id in another tenant are not touched.
 
         Returns:
             How many live sessions were ended.
@@ -291,8 +310,9 @@ class RedisSessionStore:
         user = check_user(user_id)
         if user is None:
             raise ValueError("revoke_all needs a user id")
+        owner = owner_of(user, resolve_tenant(tenant))
         ended = await self._call(
-            self._revoke_all(keys=[self._user_key(user)], args=[self._key("")])
+            self._revoke_all(keys=[self._user_key(owner)], args=[self._key("")])
         )
         return int(ended)
 

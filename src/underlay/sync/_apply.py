@@ -16,7 +16,7 @@ from underlay.sync._wire import RowState
 
 __all__ = ["Mode", "RowApplier", "pending_keys"]
 
-Mode = Literal["pull", "resync", "reply"]
+Mode = Literal["pull", "resync", "reply", "backfill"]
 
 
 async def pending_keys(
@@ -79,22 +79,18 @@ class RowApplier:
         rows: list[tuple[str, dict[str, Any]]] = []
         for row_id, state in changes:
             shadow = shadows.get(row_id)
-            if shadow is not None and shadow[0] >= state.version and mode != "resync":
-                if mode == "pull":
+            if shadow is not None and mode != "resync" and shadow[0] >= state.version:
+                if mode == "pull" or (mode == "backfill" and shadow[0] > state.version):
                     continue  # our own echo, or older than what we have
+                if mode == "backfill":
+                    # the same version again, now with the columns this client lacked
+                    shadow_writes.append(_shadow_write(spec.name, row_id, state))
+                    rows.append((row_id, state.data or {}))
+                    continue
                 rows.append((row_id, json.loads(shadow[1] or "{}")))
                 continue
-            data = state.data or {}
-            shadow_writes.append(
-                {
-                    "t": spec.name,
-                    "r": row_id,
-                    "v": state.version,
-                    "d": int(state.deleted),
-                    "data": json.dumps(data),
-                }
-            )
-            rows.append((row_id, data))
+            shadow_writes.append(_shadow_write(spec.name, row_id, state))
+            rows.append((row_id, state.data or {}))
         if shadow_writes:
             await conn.execute(
                 text(
@@ -116,7 +112,7 @@ class RowApplier:
         pk = spec.pk
         converted = []
         for data, keep in rows:
-            values = spec.from_json(data)
+            values = spec.from_json(spec.current_names(data))
             values.pop("version", None)
             converted.append((values, keep))
         existing: set[Any] = set()
@@ -138,3 +134,13 @@ class RowApplier:
             }
             updates["version"] = spec.table.c.version + 1
             await conn.execute(stmt.on_conflict_do_update(index_elements=[pk], set_=updates), batch)
+
+
+def _shadow_write(table: str, row_id: str, state: RowState) -> dict[str, Any]:
+    return {
+        "t": table,
+        "r": row_id,
+        "v": state.version,
+        "d": int(state.deleted),
+        "data": json.dumps(state.data or {}),
+    }

@@ -18,9 +18,11 @@ from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from underlay.database import Database
-from underlay.sync._apply import RowApplier, pending_keys
+from underlay.sync._apply import Mode, RowApplier, pending_keys
 from underlay.sync._client_schema import CLIENT_SQL, client_table_sql
 from underlay.sync._errors import SyncTransportError
+from underlay.sync._evolve import apply_renames, plan_backfill, record_tables
+from underlay.sync._hlc import Clock
 from underlay.sync._registry import SyncRegistry, TableSpec
 from underlay.sync._transport import SyncTransport
 from underlay.sync._wire import (
@@ -132,7 +134,11 @@ class SyncClient:
         return lock
 
     async def install(self) -> None:
-        """Create the sync tables and (re-create) the outbox triggers; safe on every start."""
+        """Create the sync tables and (re-create) the outbox triggers; safe on every start.
+
+        Run it after the application's own migrations: it also moves outbox entries and
+        merge bases of columns the registry lists as ``renamed`` to their new names.
+        """
         async with self.database.engine.begin() as conn:
             for statement in CLIENT_SQL:
                 await conn.exec_driver_sql(statement)
@@ -144,6 +150,7 @@ class SyncClient:
                 {"v": str(uuid.uuid4())},
             )
             await conn.execute(text("DELETE FROM underlay_sync_state WHERE key = 'applying'"))
+            await apply_renames(conn, self.registry)
             value = await _state(conn, "client_id")
         self.client_id = UUID(value)
 
@@ -174,6 +181,9 @@ class SyncClient:
 
     async def sync(self) -> SyncReport:
         """Push every pending local change, then pull until the server has nothing newer.
+
+        Tables (or columns) this client's registry syncs since its cursor last moved are
+        backfilled first: pulled from the start with a cursor of their own.
 
         One sync runs per local database at a time; a second call waits for the first.
 
@@ -260,9 +270,11 @@ class SyncClient:
                 ).bindparams(bindparam("ids", expanding=True)),
                 {"t": table, "ids": [e.row_id for e in entries]},
             )
-            shadows.update({(table, r.row_id): json.loads(r.data or "{}") for r in result})
+            shadows.update(
+                {(table, r.row_id): spec.current_names(json.loads(r.data or "{}")) for r in result}
+            )
         hlc = await _state(conn, "hlc")
-        clock = _Clock.parse(hlc)
+        clock = Clock.parse(hlc)
         batch: list[Mutation] = []
         updates: list[dict[str, Any]] = []
         dropped: list[int] = []
@@ -424,10 +436,13 @@ class SyncClient:
     # -- pull -----------------------------------------------------------------------------------
 
     async def _pull_all(self, report: SyncReport) -> None:
-        async with self.database.engine.connect() as conn:
+        async with self.database.engine.begin() as conn:
             cursor = await _state(conn, "cursor")
             resyncing = await _state(conn, "resyncing") == "1"
-            await conn.rollback()
+            backfill = await plan_backfill(conn, self.registry, has_cursor=cursor is not None)
+            backfill_cursor = await _state(conn, "backfill_cursor")
+        if backfill:
+            await self._backfill(backfill, backfill_cursor, report)
         while True:
             request = PullRequest(
                 client_id=self._client_id,
@@ -448,11 +463,37 @@ class SyncClient:
         if resyncing:
             await self._finish_resync()
 
+    async def _backfill(self, tables: list[str], cursor: str | None, report: SyncReport) -> None:
+        """Pull ``tables`` from the start (they became synced after the main cursor passed).
+
+        The pages carry a cursor of their own; the tables count as covered by the main cursor
+        once the last page is in, in the same transaction.
+        """
+        while True:
+            request = PullRequest(
+                client_id=self._client_id,
+                schema_version=self.registry.schema_version,
+                cursor=cursor,
+                tables=tables,
+                limit=self.batch_size,
+            )
+            response = await self._retrying(lambda r=request: self.transport.pull(r))  # type: ignore[misc]  # bound per page
+            if response.resync_required:
+                cursor = None  # a new epoch or purged tombstones: start this backfill again
+                continue
+            await self._apply_page(
+                response, report, resyncing=False, mode="backfill", backfilled=tables
+            )
+            cursor = response.cursor
+            if not response.has_more:
+                return
+
     async def _start_resync(self) -> None:
         async with self.database.engine.begin() as conn:
             await conn.execute(text("UPDATE underlay_sync_shadow SET unseen = 1"))
             await _set_state(conn, "resyncing", "1")
             await conn.execute(text("DELETE FROM underlay_sync_state WHERE key = 'cursor'"))
+            await record_tables(conn, self.registry)  # the resync covers every table
 
     async def _finish_resync(self) -> None:
         # Rows the server no longer has (purged, or out of scope) are swept, unless they
@@ -474,7 +515,13 @@ class SyncClient:
             await _end_apply(conn)
 
     async def _apply_page(
-        self, response: PullResponse, report: SyncReport, *, resyncing: bool
+        self,
+        response: PullResponse,
+        report: SyncReport,
+        *,
+        resyncing: bool,
+        mode: Mode | None = None,
+        backfilled: list[str] | None = None,
     ) -> None:
         by_table: dict[str, list[tuple[str, RowState]]] = defaultdict(list)
         for change in response.changes:
@@ -485,12 +532,19 @@ class SyncClient:
             await _begin_apply(conn)
             for index, (table, changes) in enumerate(by_table.items()):
                 applier = RowApplier(conn, self._spec(table))
-                report.pulled += await applier.apply(changes, "resync" if resyncing else "pull")
+                report.pulled += await applier.apply(
+                    changes, mode or ("resync" if resyncing else "pull")
+                )
                 if index == 0:
                     await self._hook("mid_page_apply")
             await self._hook("before_cursor_store")
-            if response.cursor is not None:
-                await _set_state(conn, "cursor", response.cursor)
+            if backfilled is None:
+                if response.cursor is not None:
+                    await _set_state(conn, "cursor", response.cursor)
+            elif response.has_more and response.cursor is not None:
+                await _set_state(conn, "backfill_cursor", response.cursor)
+            else:
+                await record_tables(conn, self.registry)
             await _end_apply(conn)
         await self._hook("after_cursor_store")
 
@@ -504,31 +558,6 @@ class SyncClient:
             ).scalar_one()
             await conn.rollback()
         return int(count)
-
-
-class _Clock:
-    """The client's hybrid logical clock: (milliseconds, counter), never moving backwards."""
-
-    def __init__(self, millis: int, counter: int) -> None:
-        self.millis = millis
-        self.counter = counter
-
-    @classmethod
-    def parse(cls, value: str | None) -> _Clock:
-        if not value:
-            return cls(0, 0)
-        millis, _, counter = value.partition(":")
-        return cls(int(millis), int(counter or 0))
-
-    def tick(self, millis: int, node: UUID) -> str:
-        if millis > self.millis:
-            self.millis, self.counter = millis, 0
-        else:
-            self.counter += 1
-        return f"{self.millis:015d}:{self.counter:05d}:{node}"
-
-    def dump(self) -> str:
-        return f"{self.millis}:{self.counter}"
 
 
 async def _state(conn: AsyncConnection, key: str) -> str | None:

@@ -79,6 +79,14 @@ SERVER_SQL: tuple[str, ...] = (
             NEW.hlc := lpad(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text,
                             15, '0') || ':00000:server';
         END IF;
+        -- A hybrid logical clock: a change orders after the one it replaces, also when the
+        -- writer's clock is behind it (the server's clock went back, a slow device).
+        IF TG_OP = 'UPDATE' AND NEW.hlc IS NOT NULL AND OLD.hlc IS NOT NULL
+           AND left(NEW.hlc, 21) <= left(OLD.hlc, 21) THEN
+            NEW.hlc := split_part(OLD.hlc, ':', 1) || ':'
+                || lpad((split_part(OLD.hlc, ':', 2)::bigint + 1)::text, 5, '0') || ':'
+                || coalesce(nullif(split_part(NEW.hlc, ':', 3), ''), 'server');
+        END IF;
         RETURN NEW;
     END $$""",
     """CREATE OR REPLACE FUNCTION underlay_sync_no_delete() RETURNS trigger

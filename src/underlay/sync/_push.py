@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, literal_column, select, text, true
+from sqlalchemy import ColumnElement, func, literal, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,6 +68,30 @@ def clamp_hlc(hlc: str | None, *, max_ahead_ms: int) -> str | None:
     return f"{millis:015d}:{rest}"
 
 
+async def _lock_rows(conn: AsyncConnection, mutations: Sequence[Mutation]) -> None:
+    """Take a transaction lock per row the push writes, all in one global order.
+
+    A push is one transaction: without this, two pushes writing the same rows in opposite
+    orders would deadlock (PostgreSQL breaks it after ``deadlock_timeout`` and the push is
+    retried). Advisory keys also cover rows that do not exist yet (creates of one id).
+    """
+    keys = sorted(
+        {
+            int.from_bytes(
+                hashlib.blake2b(f"{m.table}/{m.id}".encode(), digest_size=8).digest(),
+                "big",
+                signed=True,
+            )
+            for m in mutations
+        }
+    )
+    if keys:
+        await conn.execute(
+            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
+            {"keys": keys},
+        )
+
+
 class PushApplier:
     """Applies pushes for one `SyncServer`."""
 
@@ -104,6 +129,7 @@ class PushApplier:
         results: list[MutationResult] = []
         async with self.server.database.engine.begin() as conn:
             last = await self._lock_client(conn, client_id, self.server.identify(user))
+            await _lock_rows(conn, [m for m in mutations if m.mutation_id > last])
             recorded: list[tuple[Mutation, MutationResult]] = []
             for _, group_iter in groupby(mutations, key=lambda m: m.tx_group):
                 group = list(group_iter)
@@ -250,7 +276,8 @@ class PushApplier:
         if spec is None:
             raise _Rejected(m.mutation_id, f"table {m.table!r} is not synced")
         try:
-            values = spec.from_json(m.changed, strict=True)
+            # A client that has not migrated yet may send a renamed column by its old name.
+            values = spec.from_json(spec.current_names(m.changed), strict=True)
         except ValueError as exc:
             raise _Rejected(m.mutation_id, f"invalid values: {exc}") from None
         hlc = clamp_hlc(m.hlc, max_ahead_ms=int(self.server.max_clock_skew.total_seconds() * 1000))
@@ -397,7 +424,9 @@ class _Ctx:
             kind=kind,
             table=spec.name,
             id=m.id,
-            base=None if m.base_values is None else spec.from_json(m.base_values),
+            base=None
+            if m.base_values is None
+            else spec.from_json(spec.current_names(m.base_values)),
             local={**remote, **self.values},
             remote=remote,
             changed=dict(self.values),
@@ -426,17 +455,24 @@ class _Ctx:
 
     async def _insert(self) -> dict[str, Any] | None:
         spec = self.spec
-        if not self.origin_set:
-            await self.conn.execute(
-                select(func.set_config("underlay.sync_origin", self.origin, true()))
-            )
-            self.origin_set = True
+        values = {**self.values, spec.pk.name: self.m.id}
+        # The row comes out of a select that first names the writer for the stamp trigger
+        # (set_config): one round trip per create instead of two.
+        origin = select(
+            func.set_config("underlay.sync_origin", self.origin, true()).label("o")
+        ).subquery("_origin")
+        source = (
+            select(*[literal(v, type_=spec.table.c[k].type) for k, v in values.items()])
+            .select_from(origin)
+            .where(origin.c.o.is_not(None))  # evaluated before the row reaches the trigger
+        )
         stmt = (
             pg_insert(spec.table)
-            .values({**self.values, spec.pk.name: self.m.id})
+            .from_select(list(values), source)
             .on_conflict_do_nothing(index_elements=[spec.pk])
             .returning(*spec.data_columns, self._in_scope())
         )
+        self.origin_set = True
         row = (await self.conn.execute(stmt)).mappings().one_or_none()
         if row is None:
             return None

@@ -102,6 +102,7 @@ class TableSpec:
     writable: frozenset[str]
     merge: MergeCallback | None
     adapters: dict[str, TypeAdapter[Any]] = field(repr=False, compare=False)
+    renamed: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def table(self) -> Table:
@@ -127,6 +128,19 @@ class TableSpec:
     def to_json(self, row: Mapping[str, Any]) -> dict[str, JsonValue]:
         """Return the model's columns of ``row`` as JSON-safe values."""
         return {c.name: to_jsonable_python(row[c.name]) for c in self.data_columns if c.name in row}
+
+    def current_names(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``data`` with keys of renamed columns under their current names.
+
+        A key that is a column now is kept as it is, even if an older column had that name.
+        """
+        if not self.renamed:
+            return dict(data)
+        moved: dict[str, Any] = {}
+        for key, value in data.items():
+            new = self.renamed.get(key) if key not in self.adapters else None
+            moved[new or key] = value
+        return moved
 
     def from_json(self, data: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
         """Return ``data`` as Python values of the columns' types; unknown keys are dropped.
@@ -174,6 +188,7 @@ class SyncRegistry:
         policy: Policy | MergeCallback = "server_wins",
         deletes: DeletePolicy = "delete_wins",
         writable: Iterable[str] | None = None,
+        renamed: Mapping[str, str] | None = None,
     ) -> None:
         """Sync ``model``'s rows between the server and its clients.
 
@@ -192,10 +207,15 @@ class SyncRegistry:
                 back) the row.
             writable: Columns clients may change; default every column but the primary key,
                 ``version``, ``deleted_at`` and the timestamps.
+            renamed: Old column names and their current names (``{"note": "details"}``).
+                Changes made under the old name (a client's outbox written before its
+                migration, a push from a client that has not migrated yet) are read under the
+                new one, on the client (`SyncClient.install`) and on the server.
 
         Raises:
             TypeError: The model lacks a mixin or a single UUID primary key.
-            ValueError: A writable column does not exist, or the model is registered twice.
+            ValueError: A writable or renamed-to column does not exist, or the model is
+                registered twice.
         """
         if not (issubclass(model, SoftDeleteMixin) and issubclass(model, VersionedMixin)):
             raise TypeError(
@@ -216,6 +236,9 @@ class SyncRegistry:
         chosen = allowed if writable is None else set(writable)
         if unknown := chosen - allowed:
             raise ValueError(f"{model.__name__}: not writable columns {sorted(unknown)}")
+        renames = dict(renamed or {})
+        if missing := set(renames.values()) - {c.name for c in columns}:
+            raise ValueError(f"{model.__name__}: renamed to unknown columns {sorted(missing)}")
         merge: MergeCallback | None = None
         if callable(policy):
             merge, policy = policy, "merge"
@@ -228,6 +251,7 @@ class SyncRegistry:
             writable=frozenset(chosen),
             merge=merge,
             adapters=adapters,
+            renamed=renames,
         )
 
     @property

@@ -29,7 +29,7 @@ from underlay.sync._wire import (
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-__all__ = ["SyncServer"]
+__all__ = ["SyncServer", "needs_resync"]
 
 # Serialises concurrent install() calls (DDL on the same tables would deadlock).
 _INSTALL_LOCK = 0x756E_6C61_7973_796E
@@ -131,21 +131,18 @@ class SyncServer:
                 await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 meta = await self._snapshot_meta(conn)
                 cursor = Cursor.decode(request.cursor) if request.cursor else None
-                if request.cursor is not None and (
-                    cursor is None
-                    or cursor.epoch != meta["epoch"]
-                    or cursor.xid >= meta["xmax"]
-                    or (cursor.xid, cursor.seq) < meta["gc_horizon"]
-                ):
+                if request.cursor is not None and (cursor is None or needs_resync(cursor, **meta)):
                     return PullResponse(
                         changes=[], cursor=None, has_more=False, resync_required=True
                     )
                 after = (0, 0) if cursor is None else (cursor.xid, cursor.seq)
+                # One row more than the page per table: whether more follow is then known
+                # without a last, empty round trip.
                 per_table = [
-                    await self._pull_table(conn, spec, after, limit, user) for spec in specs
+                    await self._pull_table(conn, spec, after, limit + 1, user) for spec in specs
                 ]
         merged = list(heapq.merge(*per_table, key=lambda item: (item[0], item[1])))
-        has_more = len(merged) > limit or any(len(rows) == limit for rows in per_table)
+        has_more = len(merged) > limit
         page = merged[:limit]
         next_cursor: Cursor | None
         if has_more and page:
@@ -346,6 +343,21 @@ class SyncServer:
         if spec is None or spec.model is not model:
             raise ValueError(f"{model.__name__} is not registered for sync")
         return spec
+
+
+def needs_resync(
+    cursor: Cursor, *, epoch: str, xmin: int, xmax: int, gc_horizon: tuple[int, int]
+) -> bool:
+    """Return whether a client at ``cursor`` must pull everything again.
+
+    It must when the history changed (another ``epoch``: a restore), when tombstones it has
+    not seen were purged (below ``gc_horizon``), or when the cursor is from a future this
+    server never reached (an xid above ``xmax``, what a restore without an epoch bump
+    leaves). A cursor equal to ``xmax`` is the one a pull hands out when the server is idle
+    (the horizon of a snapshot with no transaction running), not one from the future.
+    """
+    del xmin  # part of the snapshot's description, not of the decision
+    return cursor.epoch != epoch or cursor.xid > xmax or (cursor.xid, cursor.seq) < gc_horizon
 
 
 def row_state(spec: TableSpec, row: Any) -> RowState:

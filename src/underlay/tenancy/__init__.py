@@ -11,6 +11,7 @@ from underlay.tenancy._context import (
     current_actor,
     current_tenant,
     tenant_context,
+    tenant_if_set,
 )
 from underlay.tenancy._mixins import AuditMixin, TenantMixin, UUIDv7Mixin, tenant_default
 from underlay.tenancy._rls import disable_tenant_rls, enable_tenant_rls, tenant_rls_statements
@@ -31,6 +32,7 @@ __all__ = [
     "enable_tenant_rls",
     "tenant_context",
     "tenant_default",
+    "tenant_if_set",
     "tenant_rls_statements",
     "uuid7",
 ]

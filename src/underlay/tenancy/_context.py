@@ -25,6 +25,7 @@ __all__ = [
     "current_tenant",
     "inside_all_tenants",
     "tenant_context",
+    "tenant_if_set",
     "tenant_key",
     "tenant_or_all",
 ]
@@ -135,6 +136,16 @@ def current_tenant() -> str:
         "No tenant is set for this task: wrap the work in tenant_context(tenant_id) "
         "(or all_tenants() for an explicit cross-tenant read)."
     )
+
+
+def tenant_if_set() -> str | None:
+    """Return the current tenant, or ``None`` when none is set or inside `all_tenants()`.
+
+    For what only carries the tenant along (outbox events, sessions), where "no tenant" is a
+    legitimate value rather than a forgotten one.
+    """
+    tenant = _tenant.get()
+    return tenant if isinstance(tenant, str) else None
 
 
 def tenant_or_all() -> str | _AllTenants:

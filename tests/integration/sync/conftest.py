@@ -1,9 +1,12 @@
-"""Fixtures for the sync tests: a PostgreSQL server, SQLite clients on files, users."""
+"""Fixtures for the sync tests: a PostgreSQL server, SQLite clients on files, users.
+
+The ``slow`` tests here (the deep state machine) run with ``--run-slow`` like every other
+slow test of the suite.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +27,6 @@ from underlay.sync import (
     SyncServer,
 )
 from underlay.sync.testing import FaultyTransport
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip this directory's ``slow`` tests unless ``UNDERLAY_SYNC_SLOW=1`` asks for them."""
-    if os.environ.get("UNDERLAY_SYNC_SLOW") == "1":
-        return
-    here = Path(__file__).parent
-    skip = pytest.mark.skip(reason="slow sync variant: set UNDERLAY_SYNC_SLOW=1 to run it")
-    for item in items:
-        if item.get_closest_marker("slow") and here in Path(str(item.path)).parents:
-            item.add_marker(skip)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""A client process that dies (``os._exit``) at a chosen point; run by test_sync_crash.py."""
+"""A client process that dies (``os._exit``) at a chosen point; run by test_sync_crash.py.
+
+``python -m tests.integration.sync.crash_child PATH URL POINT`` runs one client and dies at
+POINT. ``python -m tests.integration.sync.crash_child --serve`` imports everything once and
+then forks a fresh child per line ``PATH URL POINT`` read from stdin, answering each with the
+child's exit status: a crash costs a fork, not an interpreter start and the imports.
+"""
 
 from __future__ import annotations
 
@@ -37,5 +43,22 @@ async def main(sqlite_path: str, postgres_url: str, point: str) -> None:
     os._exit(0)
 
 
+def serve() -> None:
+    """Fork a child per request line; no event loop or thread exists here before a fork."""
+    for line in sys.stdin:
+        path, url, point = line.split()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(main(path, url, point))
+            finally:
+                os._exit(1)  # main() always exits itself; anything else is a failure
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        asyncio.run(main(*sys.argv[1:4]))

@@ -1,9 +1,9 @@
-"""The pull cursor: rows committed out of order are never skipped (T10-T15, T34)."""
+"""The pull cursor: rows committed out of order are never skipped (T10-T15, T34, T36)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -142,6 +142,51 @@ class TestOutOfOrderCommits:
         pulled, _ = await pull_all(server, None, limit=3)
         assert sorted(r.data["title"] for r in pulled) == sorted(r["title"] for r in rows)
         assert len({r.id for r in pulled}) == 7
+
+
+class TestServerClock:
+    async def test_server_clock_going_back_loses_nothing(
+        self, server: SyncServer, server_db: Database
+    ) -> None:
+        """T36: after the server clock goes back, writes are pulled and order after older ones.
+
+        The row below was written while the clock ran an hour ahead (its timestamps and
+        clock are put there behind the triggers' back). A later write, at the real time, is
+        behind both: an ``updated_at`` cursor never sees it, the xid cursor does, and the
+        row's hybrid logical clock still moves forward, so ``lww`` treats the new write as
+        the newer one.
+        """
+        ahead = datetime.now().astimezone() + timedelta(hours=1)
+        ahead_hlc = f"{int(ahead.timestamp() * 1000):015d}:00000:server"
+        first, later = row("written while the clock was ahead"), row("written after")
+        async with server_db.engine.begin() as conn:
+            await conn.execute(insert(Task.__table__).values(first))
+        async with server_db.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            await conn.execute(
+                text("UPDATE sync_task SET updated_at = :t, hlc = :h WHERE id = :i"),
+                {"t": ahead, "h": ahead_hlc, "i": first["id"]},
+            )
+        seen, cursor = await pull_all(server, None)
+        assert [r.id for r in seen] == [first["id"]]
+        naive = await naive_pull(server_db, None)
+        naive_cursor = naive[-1].updated_at
+        assert naive_cursor == ahead
+
+        async with server_db.session() as session:  # the clock is back to the real time
+            session.add(Task(**later))
+            await TaskRepository(session).update(first["id"], {"title": "edited after"})
+
+        assert await naive_pull(server_db, naive_cursor) == []  # both lost to updated_at
+        changes, _ = await pull_all(server, cursor)
+        assert {r.data["title"] for r in changes} == {"written after", "edited after"}
+        async with server_db.engine.connect() as conn:
+            hlc = (
+                await conn.execute(
+                    text("SELECT hlc FROM sync_task WHERE id = :i"), {"i": first["id"]}
+                )
+            ).scalar_one()
+        assert hlc > ahead_hlc  # the edit orders after the change it replaced
 
 
 async def naive_pull(database: Database, after: datetime | None) -> list[Any]:

@@ -1,8 +1,10 @@
-"""Network faults and retries: nothing applied twice, nothing lost (T01-T04, T08, T09, T33)."""
+"""Network faults, retries, concurrency: nothing applied twice, nothing lost (T01-T04, T08, T09,
+T32, T33)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
@@ -192,3 +194,62 @@ class TestRetries:
         await first_run
         report = await second_run
         assert report.pushed == 0  # the first sync pushed everything
+
+
+async def lock_waiters(database: Database) -> int:
+    """Return how many sessions of this database wait for a lock right now."""
+    async with database.engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                )
+            ).scalar_one()
+        )
+
+
+async def wait_for_lock_waiters(database: Database, count: int) -> None:
+    async with asyncio.timeout(30):
+        while await lock_waiters(database) < count:
+            await asyncio.sleep(0.01)  # polling a condition, not timing a race
+
+
+class TestConcurrentPushes:
+    async def test_pushes_locking_rows_in_opposite_orders_never_deadlock(
+        self,
+        make_client: ClientFactory,
+        server_db: Database,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """T32: two pushes writing X, Y and Y, X; the one queued first on Y must not deadlock.
+
+        A third session holds Y. B's push (Y first) queues on it; A's push (X first) then
+        queues too. Without one global lock order, A holds X while B, granted Y, waits for X:
+        a deadlock PostgreSQL breaks after ``deadlock_timeout`` and the push is retried.
+        """
+        a, b = await make_client("a"), await make_client("b")
+        x, y = await create(a.db, "x"), await create(a.db, "y")
+        await a.sync()
+        await b.sync()
+        for client, order in ((a, (x, y)), (b, (y, x))):
+            for task_id in order:
+                async with client.db.session() as session:
+                    await TaskRepository(session).update(task_id, {"title": f"{client.path.stem}"})
+        caplog.set_level(logging.DEBUG, logger="underlay.retry")
+        async with server_db.engine.connect() as holder:
+            await holder.begin()
+            await holder.execute(text("SELECT 1 FROM sync_task WHERE id = :y FOR UPDATE"), {"y": y})
+            b_push = asyncio.create_task(b.client.sync())
+            await wait_for_lock_waiters(server_db, 1)
+            a_push = asyncio.create_task(a.client.sync())
+            await wait_for_lock_waiters(server_db, 2)
+            await holder.rollback()
+        b_report, a_report = await b_push, await a_push
+        assert not [r for r in caplog.records if r.name == "underlay.retry"]  # no deadlock
+        assert b_report.pushed == a_report.pushed == 2
+        assert len(a_report.conflicts) == 2  # B got there first: server_wins keeps B's edits
+        await a.sync()
+        assert {t["title"] for t in (await a.rows()).values()} == {"b"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,6 @@ from underlay.sync import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-PORT, EXAMPLE_PORT = 8121, 8122
 
 
 class TaskRepository(SQLAlchemyRepository[Task]):
@@ -45,14 +45,15 @@ async def http_url(server: SyncServer) -> AsyncIterator[str]:
     """The sync router served by a real uvicorn on loopback."""
     app = FastAPI()
     app.include_router(server.fastapi_router(get_user=current_user), prefix="/sync")
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=PORT, log_level="warning"))
+    port = free_port()
+    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(web.serve())
     while not web.started:
         if serving.done():
             serving.result()  # raises why it could not start
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{PORT}/sync"
+        yield f"http://127.0.0.1:{port}/sync"
     finally:
         web.should_exit = True
         await serving
@@ -112,7 +113,7 @@ class TestHttp:
             assert raised.value.min_client_schema == 2
             await old_http.aclose()
             await old_db.dispose()
-            dead = HttpTransport("http://127.0.0.1:8129/sync", timeout=2)
+            dead = HttpTransport(f"http://127.0.0.1:{free_port()}/sync", timeout=2)
             offline = SyncClient(database, registry, transport=dead, retries=1)
             with pytest.raises(SyncTransportError):
                 await offline.sync()
@@ -123,6 +124,7 @@ class TestHttp:
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run the example's command-line client in a process of its own; return its output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
     )
@@ -131,37 +133,62 @@ async def run(*args: str, env: dict[str, str] | None = None) -> str:
     return out.decode()
 
 
-@pytest.mark.slow  # six Python processes: about two minutes on a loaded machine
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the example's command-line client in this process (same code, no interpreter start)."""
+    from examples.sync import client
+
+    capsys.readouterr()
+    await client.main(client.parse(list(argv)))
+    return capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def test_example_clients_edit_offline_and_converge(
-    tmp_path: Path, server_schema: str
+    tmp_path: Path, server_schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The example: two CLI clients add notes offline, sync over HTTP and list the same notes."""
+    """The example: two CLI clients add notes offline, sync over HTTP and list the same notes.
+
+    The server is the example app under a real uvicorn process; the clients talk HTTP to it.
+    Most client commands run in this process through the CLI's own entry point; the last
+    one runs as its own process, as a user would start it.
+    """
+    port = free_port()
     env = {**os.environ, "SYNC_DATABASE_URL": server_schema}
+    url = f"http://127.0.0.1:{port}/sync"
+    base = ["--user", "ada", "--url", url]
+    a, b = ["--db", str(tmp_path / "a.db")], ["--db", str(tmp_path / "b.db")]
+    # offline: the server is not even started yet
+    assert "added" in await cli(capsys, *base, *a, "add", "from laptop")
+    assert "added" in await cli(capsys, *base, *b, "add", "from phone")
+    assert "added" in await cli(capsys, *base, *b, "add", "phone, deleted later")
+    listed = await cli(capsys, *base, *b, "list")
+    doomed = next(line.split()[1] for line in listed.splitlines() if "deleted later" in line)
+    await cli(capsys, *base, *b, "delete", doomed)  # a create, then its delete: nothing to send
     web = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "uvicorn",
         "examples.sync.server:app",
         "--port",
-        str(EXAMPLE_PORT),
+        str(port),
         "--log-level",
         "warning",
         cwd=ROOT,
         env=env,
     )
     try:
-        url = f"http://127.0.0.1:{EXAMPLE_PORT}/sync"
-        base = ["-m", "examples.sync.client", "--user", "ada", "--url", url]
-        a, b = ["--db", str(tmp_path / "a.db")], ["--db", str(tmp_path / "b.db")]
-        # offline: no server contact at all
-        await run(*base, *a, "add", "from laptop", env=env)
-        await run(*base, *b, "add", "from phone", env=env)
-        await wait_for_port(EXAMPLE_PORT, web)
-        await run(*base, *a, "sync", env=env)
-        await run(*base, *b, "sync", env=env)
+        await wait_for_port(port, web)
+        assert "pushed 1" in await cli(capsys, *base, *a, "sync")
         await settle_url(server_schema)
-        listed_a = await run(*base, *a, "sync", "list", env=env)
-        listed_b = await run(*base, *b, "list", env=env)
+        assert "pushed 1" in await cli(capsys, *base, *b, "sync")
+        await settle_url(server_schema)
+        listed_a = await cli(capsys, *base, *a, "sync", "list")
+        listed_b = await run("-m", "examples.sync.client", *base, *b, "list", env=env)
         notes_a = re.findall(r"^note .*$", listed_a, re.M)
         assert [n.split(" ", 2)[2] for n in notes_a] == ["from laptop", "from phone"]
         assert notes_a == re.findall(r"^note .*$", listed_b, re.M)

@@ -1,0 +1,80 @@
+r"""The stored entry format, and the check a hit makes against the current generations.
+
+An entry is ``u1\n<epoch>\n<n>\n<ns 1>\n<gen 1>\n...<payload>``: it names the epoch and the
+namespace generations it was stored under. A hit reads the entry and the current counters
+in one plain ``MGET`` and compares them here, in Python, with no script. Kept apart from
+the Redis client so an in-process layer in front of it can run the same check.
+
+Counters are compared as bytes, never as numbers (they may exceed a double's precision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = ["INVALID", "UNKNOWN", "Entry", "check", "parse"]
+
+_MAGIC: Final = b"u1\n"
+
+#: ``check`` result: a generation moved (or the epoch): the entry is stale, a miss.
+INVALID: Final = 0
+#: ``check`` result: the entry names a counter the caller did not read.
+UNKNOWN: Final = 2
+
+
+class Entry:
+    """A parsed entry: the epoch and generations it was stored under, and its payload."""
+
+    __slots__ = ("epoch", "generations", "payload")
+
+    def __init__(
+        self, epoch: bytes, generations: tuple[tuple[bytes, bytes], ...], payload: bytes
+    ) -> None:
+        self.epoch = epoch
+        self.generations = generations
+        self.payload = payload
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The namespaces the entry was stored under."""
+        return tuple(name.decode() for name, _ in self.generations)
+
+
+def parse(raw: bytes | str) -> Entry | None:
+    """Return the entry ``raw`` holds, or ``None`` for bytes this cache did not write."""
+    if isinstance(raw, str):  # a caller's client may decode replies
+        raw = raw.encode()
+    if not raw.startswith(_MAGIC):
+        return None
+    parts = raw.split(b"\n", 3)
+    if len(parts) != 4 or not parts[2].isdigit():
+        return None
+    count = int(parts[2])
+    if not count:
+        return Entry(parts[1], (), parts[3])
+    fields = parts[3].split(b"\n", 2 * count)
+    if len(fields) != 2 * count + 1:
+        return None
+    pairs = tuple((fields[i], fields[i + 1]) for i in range(0, 2 * count, 2))
+    return Entry(parts[1], pairs, fields[-1])
+
+
+def check(entry: Entry, epoch: bytes | None, counters: Mapping[bytes, bytes | None]) -> int:
+    """Return ``HIT`` (1) if ``entry`` is current, `INVALID` if stale, `UNKNOWN` if unsure.
+
+    Args:
+        entry: The parsed entry.
+        epoch: The current epoch (``None`` if it does not exist).
+        counters: The current generation of each namespace read with the entry, by name
+            (``None`` for a counter that does not exist).
+    """
+    if epoch != entry.epoch:
+        return INVALID
+    for name, generation in entry.generations:
+        current = counters.get(name, b"")
+        if current == b"":
+            return UNKNOWN
+        if current != generation:
+            return INVALID
+    return 1

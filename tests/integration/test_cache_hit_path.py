@@ -1,0 +1,256 @@
+"""The cheap hit path: shared deadlines, the fill decision taken on a miss, list keys by shape."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import MetaData
+
+from tests.integration.test_cache import Gate
+from tests.integration.test_cache_database import (  # noqa: F401 - cache, cdb: fixtures
+    CacheBase,
+    Product,
+    ProductOut,
+    cache,
+    cached,
+    cdb,
+)
+from underlay import Database
+from underlay.cache import _repository
+from underlay.cache._base import BaseCache
+from underlay.cache._deadline import Deadlines
+
+
+@pytest.fixture
+def metadata() -> MetaData:
+    return CacheBase.metadata
+
+
+class TestDeadlines:
+    async def test_an_operation_past_its_deadline_raises_timeout(self) -> None:
+        """The operation is cancelled and TimeoutError raised; the task is not left cancelled."""
+        deadlines = Deadlines(0.02)
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        with pytest.raises(TimeoutError):
+            await deadlines.run(hang)
+        assert started.is_set()
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+
+    async def test_outer_cancellation_stays_a_cancellation(self) -> None:
+        """Cancelling the caller is never turned into a TimeoutError."""
+        deadlines = Deadlines(60)
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(deadlines.run(hang))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def test_only_the_late_operations_are_cancelled(self) -> None:
+        """Under one shared timer, quick operations finish and hung ones time out."""
+        deadlines = Deadlines(0.05)
+        release = asyncio.Event()
+
+        async def quick() -> str:
+            await release.wait()
+            return "done"
+
+        async def hang() -> str:
+            await asyncio.Event().wait()
+            return "never"
+
+        hung = [asyncio.create_task(deadlines.run(hang)) for _ in range(3)]
+        quick_ones = [asyncio.create_task(deadlines.run(quick)) for _ in range(20)]
+        await asyncio.sleep(0)
+        release.set()
+        assert await asyncio.gather(*quick_ones) == ["done"] * 20
+        for task in hung:
+            with pytest.raises(TimeoutError):
+                await task
+        assert "in_flight=0" in repr(deadlines)
+
+    async def test_a_failure_inside_is_raised_as_it_is(self) -> None:
+        """Errors of the operation pass through untouched."""
+
+        async def broken() -> None:
+            raise ConnectionError("down")
+
+        with pytest.raises(ConnectionError, match="down"):
+            await Deadlines(1).run(broken)
+
+
+class TestFillDecidedOnAMiss:
+    async def test_a_hit_never_asks(self, cache: BaseCache) -> None:  # noqa: F811
+        """The fill callable is called once on the miss, never on the hits."""
+        asked = 0
+
+        def may_fill() -> bool:
+            nonlocal asked
+            asked += 1
+            return True
+
+        async def loader() -> int:
+            return 7
+
+        assert await cache.load("k", loader, fill=may_fill) == 7
+        assert asked == 1
+        for _ in range(3):
+            assert await cache.load("k", loader, fill=may_fill) == 7
+        assert asked == 1
+        assert cache.stats.hits == 3
+
+    async def test_refused_fill_stores_nothing(self, cache: BaseCache) -> None:  # noqa: F811
+        """A callable answering False on the miss reads through without publishing."""
+
+        async def loader() -> int:
+            return 1
+
+        assert await cache.load("k", loader, fill=lambda: False) == 1
+        assert await cache.get("k") is None
+
+    async def test_a_leader_that_may_not_fill_hands_over_to_waiters(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """Waiters behind a caller that may not publish load (and fill) themselves."""
+        old = Gate("snapshot value")
+        leader = asyncio.create_task(cache.load("k", old, fill=lambda: False))
+        await old.read.wait()  # the leader missed, decided not to fill and is loading
+
+        async def fresh() -> str:
+            return "fresh value"
+
+        waiter = asyncio.create_task(cache.get_or_set("k", fresh))
+        assert await waiter == "fresh value"
+        old.release.set()
+        assert await leader == "snapshot value"
+        assert await cache.get("k") == "fresh value"
+
+    async def test_waiters_that_joined_before_the_decision_load_themselves(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """A waiter already waiting when the leader decides not to fill does not get its value."""
+        decided = asyncio.Event()
+        go_on = asyncio.Event()
+
+        async def fresh() -> str:
+            return "fresh value"
+
+        def may_fill() -> bool:
+            decided.set()
+            return False
+
+        async def slow_probe_loader() -> str:
+            return "snapshot value"
+
+        original = cache._lookup
+
+        async def lookup(*args: Any) -> Any:
+            found = await original(*args)
+            await go_on.wait()  # hold the leader inside its look-up: the waiter joins it
+            return found
+
+        cache._lookup = lookup  # type: ignore[method-assign]
+        leader = asyncio.create_task(cache.load("k", slow_probe_loader, fill=may_fill))
+        await asyncio.sleep(0)
+        cache._lookup = original  # type: ignore[method-assign]
+        waiter = asyncio.create_task(cache.get_or_set("k", fresh))
+        await asyncio.sleep(0)
+        go_on.set()
+        assert await leader == "snapshot value"
+        assert decided.is_set()
+        assert await waiter == "fresh value"
+        assert await cache.get("k") == "fresh value"
+
+
+class TestListKeysByShape:
+    async def test_same_shape_compiles_once_and_values_keep_entries_apart(
+        self,
+        cdb: Database,  # noqa: F811 - the imported fixture
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Reads that differ only in bound values share one compiled shape, not entries."""
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal("99.00")))
+        compiled: list[str] = []
+        real = _repository.CachedRepository._tables
+
+        def counting(self: Any, statement: Any) -> Any:
+            compiled.append(str(statement))
+            return real(self, statement)
+
+        monkeypatch.setattr(_repository.CachedRepository, "_tables", counting)
+        monkeypatch.setattr(_repository, "_LIST_SHAPES", {})
+
+        async def names(limit: int, cheaper_than: str) -> list[str]:
+            async with cdb.session() as session:
+                found = await cached(session, cache).list_all(
+                    Product.price < Decimal(cheaper_than), order_by="id", limit=limit
+                )
+                return [product.name for product in found]
+
+        assert await names(5, "50") == ["lamp"]
+        assert await names(5, "500") == ["lamp", "desk"]
+        assert await names(1, "500") == ["lamp"]
+        assert len(compiled) == 1  # one shape: compiled once
+        hits = cache.stats.hits
+        assert await names(5, "50") == ["lamp"]
+        assert await names(5, "500") == ["lamp", "desk"]
+        assert cache.stats.hits == hits + 2
+        assert len(compiled) == 1
+
+    async def test_a_different_shape_is_a_different_entry(
+        self,
+        cdb: Database,  # noqa: F811 - the imported fixture
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """Another ORDER BY, another filter column or include_deleted are other entries."""
+        async with cdb.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal("99.00")))
+        async with cdb.session() as session:
+            repository = cached(session, cache)
+            assert [p.name for p in await repository.list_all(order_by="id")] == ["lamp", "desk"]
+            assert [p.name for p in await repository.list_all(order_by="-id")] == [
+                "desk",
+                "lamp",
+            ]
+            assert [p.name for p in await repository.list_all(order_by="name")] == [
+                "desk",
+                "lamp",
+            ]
+            assert [
+                p.name for p in await repository.list_all(Product.name == "desk", order_by="id")
+            ] == ["desk"]
+        assert cache.stats.hits == 0
+
+    async def test_list_entry_from_json_equals_the_loaded_one(
+        self,
+        cdb: Database,  # noqa: F811 - the imported fixture
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """A list hit (validated from the stored JSON) equals the list loaded on the miss."""
+        async with cdb.session() as session:
+            first = await cached(session, cache).list_all(order_by="id")
+        async with cdb.session() as session:
+            second = await cached(session, cache).list_all(order_by="id")
+        assert cache.stats.hits == 1
+        assert first == second
+        assert all(isinstance(item, ProductOut) for item in second)
+        assert second[0].price == Decimal("10.50")
