@@ -199,7 +199,9 @@ class RedisCache(BaseCache):
             # The hit path: one plain MGET, compared here; no script.
             keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
             raw = await (
-                self.client.mget(keys) if near is None else near._read(self.client.mget, keys, 1)
+                self.client.mget(keys)
+                if near is None
+                else near._read(self.client.mget, keys, range(1))
             )
             current = dict(zip(_encoded(namespaces), raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
@@ -235,14 +237,27 @@ class RedisCache(BaseCache):
     async def _lookup_many(
         self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]
     ) -> list[Lookup]:
+        near = self._near
+        if near is not None:
+            hits = {
+                index: Lookup(HIT, payload)
+                for index, (key, _, _) in enumerate(requests)
+                if (payload := near._lookup(self._entry(key))) is not None
+            }
+            if hits:
+                rest = [request for i, request in enumerate(requests) if i not in hits]
+                looked = iter(await self._lookup_many(rest) if rest else ())
+                return [hits[i] if i in hits else next(looked) for i in range(len(requests))]
         names = sorted({name for _, group, _ in requests for name in group})
-        raw = await self.client.mget(
-            [
-                self._epoch,
-                *(self._counter(name) for name in names),
-                *(self._entry(key) for key, _, _ in requests),
-            ]
-        )
+        keys = [
+            self._epoch,
+            *(self._counter(name) for name in names),
+            *(self._entry(key) for key, _, _ in requests),
+        ]
+        if near is None:
+            raw = await self.client.mget(keys)
+        else:
+            raw = await near._read(self.client.mget, keys, range(1 + len(names), len(keys)))
         current = dict(zip((name.encode() for name in names), raw[1:], strict=False))
         entries = raw[1 + len(names) :]
         found: list[Lookup | None] = []
