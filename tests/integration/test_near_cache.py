@@ -296,3 +296,8 @@ class TestConfiguration:
                 RedisCache(redis_url, prefix="underlay-test-near-b:", near_cache=near)
         finally:
             await first.aclose()
+
+    async def test_refused_in_front_of_sentinel(self) -> None:
+        """The docstring's promise: Sentinel (like a cluster) takes no near cache."""
+        with pytest.raises(ValueError, match="Sentinel"):
+            RedisCache(sentinels=[("127.0.0.1", 1)], service_name="absent", near_cache=NearCache())

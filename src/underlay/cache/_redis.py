@@ -163,8 +163,12 @@ class RedisCache(BaseCache):
         self._release_script = client.register_script(_scripts.RELEASE)
         self._near = near_cache
         if near_cache is not None:
-            if self.cluster:
-                raise ValueError("a near cache needs a single Redis server, not a cluster")
+            if self.cluster or sentinels:
+                # A failover moves the master: what the tracking connection was told about
+                # the old one proves nothing about the new one.
+                raise ValueError(
+                    "a near cache needs a single Redis server, not a cluster or Sentinel"
+                )
             near_cache._attach(self, tracking_connection(client), self.key_prefix, self._epoch)
 
     def __repr__(self) -> str:
