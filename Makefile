@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer bench-tenancy matrix bench-scaleout bench-otel bench-memory
+.PHONY: demo test check lint typecheck pytest docs docs-check bench clean test-pgbouncer test-failover bench-tenancy matrix bench-scaleout bench-otel bench-memory
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ test-pgbouncer: $(STAMP_DEV)
 	bash scripts/scaleout.sh start pgbouncer >/dev/null
 	UNDERLAY_TEST_DATABASE_URL='$(PGBOUNCER_URL)' $(VENV)/bin/pytest tests/integration \
 		-k "postgresql and not sqlite" -m "not no_pgbouncer" -n 2 -q -p no:cacheprovider
+
+## test-failover: Redis masters killed mid-storm, replicas paused (a private set of engines)
+test-failover: $(STAMP_DEV)
+	$(VENV)/bin/pytest tests/scaleout/test_failover.py --run-slow -q -p no:cacheprovider
 
 # Warnings are errors (-W) and every cross-reference must resolve (-n); -E rebuilds from scratch
 # so a warning is never hidden by a cached page.

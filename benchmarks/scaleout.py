@@ -244,7 +244,7 @@ async def main() -> None:
     gets, cycles, reps = (50, 100, 2) if args.quick else (500, 1000, 7)
     urls = start("pg", "cluster", "sentinel")
     await replica_reads(urls, gets, cycles, reps)
-    await cache_hits(urls, gets * 4, reps)
+    await cache_hits(urls, gets, reps)
 
 
 if __name__ == "__main__":

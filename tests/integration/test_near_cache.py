@@ -159,6 +159,27 @@ class TestHits:
         assert (await worker.read()) is not None
         assert worker.near.hits == hits
 
+    async def test_get_many_serves_near_hits_and_reads_the_rest_from_redis(
+        self, workers: tuple[Worker, Worker]
+    ) -> None:
+        """get_many answers mirrored ids in process and reads only the others from Redis."""
+        worker, other = workers
+        async with worker.db.session() as session:
+            session.add(Product(id=2, name="desk", price=Decimal(1)))
+        for _ in range(2):  # fill Redis, then mirror both entries
+            async with worker.db.session() as session:
+                assert sorted(await worker.cached(session).get_many([1, 2])) == [1, 2]
+        assert len(worker.near) == 2
+        announced = worker.waiter(counter_moved)
+        await other.rename("chair", id=2)
+        await asyncio.wait_for(announced.wait(), WAIT)
+        hits = worker.near.hits
+        async with worker.db.session() as session:
+            found = await worker.cached(session).get_many([1, 2])
+        assert worker.near.hits == hits + 1  # id 1 only
+        assert found[1].name == "lamp"
+        assert found[2].name == "chair"
+
 
 class TestOtherProcesses:
     async def test_another_workers_commit_stops_the_old_value_once_announced(
@@ -275,3 +296,8 @@ class TestConfiguration:
                 RedisCache(redis_url, prefix="underlay-test-near-b:", near_cache=near)
         finally:
             await first.aclose()
+
+    async def test_refused_in_front_of_sentinel(self) -> None:
+        """The docstring's promise: Sentinel (like a cluster) takes no near cache."""
+        with pytest.raises(ValueError, match="Sentinel"):
+            RedisCache(sentinels=[("127.0.0.1", 1)], service_name="absent", near_cache=NearCache())

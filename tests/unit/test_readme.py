@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +46,23 @@ def test_supported_backends_are_stated() -> None:
     table = README.split("## Supported backends", 1)[1].split("##", 1)[0]
     for backend in ("PostgreSQL", "SQLite", "MySQL / MariaDB", "Redis", "Redis Cluster"):
         assert backend in table.splitlines()[2], backend
+
+
+def test_supported_versions_match_the_package_metadata() -> None:
+    """The supported-versions table names the classifiers' Pythons and the oldest SQLAlchemy."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pythons = sorted(
+        (c.rsplit(" :: ", 1)[1] for c in project["classifiers"] if re.search(r":: 3\.\d+$", c)),
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
+    (sqlalchemy,) = [d for d in project["dependencies"] if d.startswith("sqlalchemy")]
+    found = re.search(r">=([\d.]+)", sqlalchemy)
+    assert found is not None, sqlalchemy
+    oldest_sa = found.group(1)
+    assert project["requires-python"] == f">={pythons[0]}"
+    table = README.split("## Supported versions", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| Python")]
+    assert [row.split("|")[1].split()[1] for row in rows] == pythons
+    assert f"Python {pythons[0]} (oldest)" in rows[0]
+    assert f"Python {pythons[-1]} (newest)" in rows[-1]
+    assert f"SQLAlchemy {oldest_sa} (oldest)" in table

@@ -205,9 +205,9 @@ class NearCache:
         return dropped
 
     async def _read(
-        self, mget: Callable[[list[str]], Awaitable[list[Any]]], keys: list[str], entries: int
+        self, mget: Callable[[list[str]], Awaitable[list[Any]]], keys: list[str], entries: range
     ) -> list[Any]:
-        """Run ``mget(keys)`` and mirror what it read: its first ``entries`` keys are entries.
+        """Run ``mget(keys)`` and mirror what it read: ``keys`` at ``entries`` are entries.
 
         The fill is marked in flight before the read is sent, so an invalidation of any of
         its keys that arrives before the reply is stored wins (the key is not mirrored).
@@ -220,7 +220,7 @@ class NearCache:
             dropped = self._end(ticket, keys)
         if ticket is not None and values:
             read = dict(zip(keys, values, strict=True))
-            for position in range(entries):
+            for position in entries:
                 self._fill(keys[position], values[position], read, dropped)
         return values
 
@@ -356,6 +356,7 @@ def tracking_connection(client: Any) -> Callable[[], Any]:
     pool = client.connection_pool
     if hasattr(pool, "service_name"):
         raise ValueError("a near cache needs a single Redis server, not Sentinel")
-    kwargs = {**pool.connection_kwargs, "protocol": 2}
+    # Announcements are parsed as bytes whatever the caller's client decodes.
+    kwargs = {**pool.connection_kwargs, "protocol": 2, "decode_responses": False}
     factory: Callable[..., Any] = pool.connection_class
     return lambda: factory(**kwargs)

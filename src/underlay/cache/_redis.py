@@ -165,8 +165,12 @@ class RedisCache(BaseCache):
         self._release_script = client.register_script(_scripts.RELEASE)
         self._near = near_cache
         if near_cache is not None:
-            if self.cluster:
-                raise ValueError("a near cache needs a single Redis server, not a cluster")
+            if self.cluster or sentinels:
+                # A failover moves the master: what the tracking connection was told about
+                # the old one proves nothing about the new one.
+                raise ValueError(
+                    "a near cache needs a single Redis server, not a cluster or Sentinel"
+                )
             near_cache._attach(self, tracking_connection(client), self.key_prefix, self._epoch)
 
     def __repr__(self) -> str:
@@ -212,7 +216,7 @@ class RedisCache(BaseCache):
             else:
                 counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
                 keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
-                raw = await near._read(self.client.mget, keys, 1)
+                raw = await near._read(self.client.mget, keys, range(1))
             current = dict(zip(names, raw[2:], strict=True))
             status, payload = _judge(raw[0], raw[1], current)
             if status == HIT:
@@ -248,15 +252,35 @@ class RedisCache(BaseCache):
     async def _lookup_many(
         self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]
     ) -> list[Lookup]:
+        near = self._near
+        if near is not None:
+            hits = {
+                index: Lookup(HIT, payload)
+                for index, (key, _, _) in enumerate(requests)
+                if (payload := near._lookup(self._entry(key))) is not None
+            }
+            if hits:
+                rest = [request for i, request in enumerate(requests) if i not in hits]
+                looked = iter(await self._lookup_many(rest) if rest else ())
+                return [hits[i] if i in hits else next(looked) for i in range(len(requests))]
         names = [name.encode() for name in sorted({n for _, group, _ in requests for n in group})]
-        prefix = self._key_bytes
-        raw = await self.client.mget(
-            [
-                self._epoch_bytes,
-                *(prefix + b"g:" + name for name in names),
-                *(prefix + b"d:" + key.encode() for key, _, _ in requests),
+        if near is None:
+            # Keys as bytes: redis-py sends them as they are instead of encoding each.
+            prefix = self._key_bytes
+            raw = await self.client.mget(
+                [
+                    self._epoch_bytes,
+                    *(prefix + b"g:" + name for name in names),
+                    *(prefix + b"d:" + key.encode() for key, _, _ in requests),
+                ]
+            )
+        else:
+            keys = [
+                self._epoch,
+                *(self._counter(name.decode()) for name in names),
+                *(self._entry(key) for key, _, _ in requests),
             ]
-        )
+            raw = await near._read(self.client.mget, keys, range(1 + len(names), len(keys)))
         current = dict(zip(names, raw[1:], strict=False))
         entries = raw[1 + len(names) :]
         found: list[Lookup | None] = []
