@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, text
@@ -108,3 +109,26 @@ async def reset_schema(database: Database) -> None:
         async with database.engine.begin() as conn:
             await conn.execute(text("DROP SCHEMA public CASCADE"))
             await conn.execute(text("CREATE SCHEMA public"))
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    """A redis-py client of the shared test server, closed afterwards."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def prefix(redis: Any, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A Redis key prefix private to the test; its keys are removed afterwards."""
+    module = request.node.module.__name__.rsplit(".", 1)[-1]
+    name = f"underlay-{module}-{uuid.uuid4().hex}:"
+    yield name
+    keys = [key async for key in redis.scan_iter(match=f"{name}*")]
+    if keys:
+        await redis.delete(*keys)

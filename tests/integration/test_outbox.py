@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,25 +30,6 @@ pytestmark = pytest.mark.redis
 def metadata() -> MetaData:
     """The outbox tables live on `underlay.Base.metadata`."""
     return Base.metadata
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    """A Redis key prefix private to the test; its keys are removed afterwards."""
-    name = f"underlay-test-outbox-{uuid.uuid4().hex}:"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture

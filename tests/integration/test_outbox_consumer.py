@@ -6,8 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,25 +33,6 @@ pytestmark = pytest.mark.redis
 def metadata() -> MetaData:
     """The outbox tables live on `underlay.Base.metadata`."""
     return Base.metadata
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    """A Redis key prefix private to the test; its keys are removed afterwards."""
-    name = f"underlay-test-consumer-{uuid.uuid4().hex}:"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 async def publish(db: Database, redis_url: str, prefix: str, payloads: list[Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -23,24 +22,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    name = f"underlay-test-sessions-{uuid.uuid4().hex}:"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture(params=["redis", "memory"])

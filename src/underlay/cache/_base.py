@@ -96,7 +96,7 @@ def check_namespaces(namespaces: Iterable[str]) -> CheckedNames:
 
 
 class BaseCache(FaultPolicy):
-    """The shared implementation of :class:`~underlay.cache.Cache`.
+    """The shared implementation of `underlay.cache.Cache`.
 
     Subclasses provide the store primitives (``_lookup``, ``_fill``, ...); this class adds
     TTL jitter, the codec, in-process singleflight, counters, deadlines, the circuit breaker
@@ -244,14 +244,14 @@ class BaseCache(FaultPolicy):
     ) -> None:
         """Store ``value`` under ``key`` unconditionally (fails open: an outage drops it).
 
-        Prefer :meth:`get_or_set` for values loaded from a database: a plain ``set`` of a
+        Prefer `get_or_set` for values loaded from a database: a plain ``set`` of a
         value read earlier can overwrite a newer one.
 
         Args:
             key: The key.
             value: A value the codec can encode (JSON types, datetimes, UUIDs, decimals...).
             ttl: Seconds to keep it (default: the cache's ``default_ttl``), minus jitter.
-            namespaces: Namespaces whose :meth:`bump_namespace` invalidates this entry.
+            namespaces: Namespaces whose `bump_namespace` invalidates this entry.
         """
         await self.set_many({key: value}, ttl=ttl, namespaces=namespaces)
 
@@ -273,7 +273,7 @@ class BaseCache(FaultPolicy):
         Args:
             items: Keys and their values.
             ttl: Seconds to keep them (default: the cache's ``default_ttl``), minus jitter.
-            namespaces: Namespaces whose :meth:`bump_namespace` invalidates these entries.
+            namespaces: Namespaces whose `bump_namespace` invalidates these entries.
 
         Returns:
             The keys of the chunks that were not stored, in the order given (empty when
@@ -307,7 +307,7 @@ class BaseCache(FaultPolicy):
         Each namespace has a generation counter; entries remember the generation they were
         stored under and lookups compare it with the current one, so a bump invalidates them
         for every process at once without touching the entries. Fails safe like
-        :meth:`delete`.
+        `delete`.
 
         Args:
             *names: The namespaces to invalidate.
@@ -364,7 +364,7 @@ class BaseCache(FaultPolicy):
             key: The key.
             loader: A zero-argument coroutine function producing the value.
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
-            namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
+            namespaces: Namespaces whose `bump_namespace` invalidates the entry.
 
         Returns:
             The cached or freshly loaded value.
@@ -381,7 +381,7 @@ class BaseCache(FaultPolicy):
         fill: bool | Callable[[], bool] = True,
         raw: bool = False,
     ) -> Any:
-        """Like :meth:`get_or_set`, with ``fill=False`` to read the cache but never store.
+        """Like `get_or_set`, with ``fill=False`` to read the cache but never store.
 
         ``fill=False`` suits loaders whose view of the data may be older than the cache's
         (a long-running transaction's snapshot): their result is returned, not published.
@@ -390,8 +390,8 @@ class BaseCache(FaultPolicy):
             key: The key.
             loader: A zero-argument coroutine function producing the value.
             ttl: Seconds to keep the value (default: ``default_ttl``), minus jitter.
-            namespaces: Namespaces whose :meth:`bump_namespace` invalidates the entry.
-            fill: Store the loaded value (guarded as in :meth:`get_or_set`). A
+            namespaces: Namespaces whose `bump_namespace` invalidates the entry.
+            fill: Store the loaded value (guarded as in `get_or_set`). A
                 zero-argument callable returning that decision is called only on a miss,
                 before ``loader``, so a hit never pays for the decision.
             raw: Return the encoded bytes instead of the value; a hit's payload is not
@@ -525,7 +525,7 @@ class BaseCache(FaultPolicy):
     ) -> dict[str, Any]:
         """Return a value for every key, loading all the misses with one ``loader`` call.
 
-        The lookup and the fills are one round trip each, guarded like :meth:`get_or_set`
+        The lookup and the fills are one round trip each, guarded like `get_or_set`
         (leases and namespace generations), so no fill lands after an invalidation. There
         is no in-process singleflight for batches.
 

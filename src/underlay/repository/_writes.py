@@ -114,7 +114,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         return instance
 
     async def save_all(self, entities: Iterable[ModelT | BaseModel]) -> list[ModelT]:
-        """Add and flush several entities in one flush; see :meth:`save`."""
+        """Add and flush several entities in one flush; see `save`."""
         instances = [self._entity_from(entity) for entity in entities]
         with self._translated(None):
             self.session.add_all(instances)
@@ -277,9 +277,9 @@ class WriteMethods(RepositoryBase[ModelT]):
         coercion to the column types), because one statement cannot touch a row twice.
         Rows are sent in the order of their conflict keys, so concurrent upserts of
         overlapping keys lock them in the same order and do not deadlock. Like
-        :meth:`insert_many`, the statements run in a savepoint: if one fails, or the
+        `insert_many`, the statements run in a savepoint: if one fails, or the
         iterable raises, no row is written and the transaction is as it was before the
-        call. See :meth:`upsert`.
+        call. See `upsert`.
 
         ``rows`` may be any iterable; it is read ``batch_size`` rows at a time. Merging and
         key ordering apply within a batch (a key repeated in a later batch is simply
@@ -288,7 +288,7 @@ class WriteMethods(RepositoryBase[ModelT]):
 
         Args:
             rows: An iterable of mappings of attribute names, or of Pydantic models.
-            conflict_on: As for :meth:`upsert`.
+            conflict_on: As for `upsert`.
             returning: Return the entities (``True``) or only how many rows were upserted.
             batch_size: Rows read and sent at a time.
 
@@ -385,7 +385,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         one executemany on the driver connection when SQLAlchemy would add nothing per row
         (no value needs a type conversion and no left-out column has a computed Python
         default); otherwise ``"values"``. COPY and the driver executemany are recorded
-        with :func:`underlay.database.record_write`, so cache invalidation sees them.
+        with `underlay.record_write`, so cache invalidation sees them.
 
         ``rows`` may be any iterable, a generator of millions of rows included: they are
         read ``batch_size`` at a time and only one batch is held in memory. Each batch is
@@ -609,7 +609,7 @@ class WriteMethods(RepositoryBase[ModelT]):
         """Undo a soft delete (``deleted_at = NULL``) and return the live entity.
 
         Restoring a live row changes nothing but the version of a versioned model. The
-        version is checked as in :meth:`delete`.
+        version is checked as in `delete`.
 
         Args:
             id_or_entity: The primary key or the entity.

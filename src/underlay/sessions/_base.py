@@ -25,6 +25,7 @@ __all__ = [
     "resolve_tenant",
     "session_digest",
     "unknown_session",
+    "user_owner",
     "valid_session_id",
     "visible_here",
 ]
@@ -173,6 +174,14 @@ def owner_of(user_id: str | None, tenant: str | None) -> str:
     if user_id is None and tenant is None:
         return ""
     return f"{quote(tenant, safe='') if tenant else ''}/{user_id or ''}"
+
+
+def user_owner(user_id: object, tenant: str | _Current | None) -> str:
+    """Return the owner text of ``user_id`` in ``tenant`` (for `revoke_all`), checked."""
+    user = check_user(user_id)
+    if user is None:
+        raise ValueError("revoke_all needs a user id")
+    return owner_of(user, resolve_tenant(tenant))
 
 
 def parse_owner(owner: str) -> tuple[str | None, str | None]:

@@ -21,6 +21,7 @@ from underlay.sessions._base import (
     resolve_tenant,
     session_digest,
     unknown_session,
+    user_owner,
     valid_session_id,
     visible_here,
 )
@@ -189,10 +190,7 @@ class MemorySessionStore:
         self, user_id: str, *, tenant: str | _Current | None = CURRENT_TENANT
     ) -> int:
         """End every session of ``user_id`` of the tenant; return how many were live."""
-        user = check_user(user_id)
-        if user is None:
-            raise ValueError("revoke_all needs a user id")
-        owner = owner_of(user, resolve_tenant(tenant))
+        owner = user_owner(user_id, tenant)
         ended = 0
         for digest in list(self._users.get(owner, ())):
             if self._live(digest) is not None:

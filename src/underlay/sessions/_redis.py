@@ -26,6 +26,7 @@ from underlay.sessions._base import (
     resolve_tenant,
     session_digest,
     unknown_session,
+    user_owner,
     valid_session_id,
     visible_here,
 )
@@ -307,10 +308,7 @@ class RedisSessionStore:
         Raises:
             SessionUnavailableError: Redis did not answer within the deadline.
         """
-        user = check_user(user_id)
-        if user is None:
-            raise ValueError("revoke_all needs a user id")
-        owner = owner_of(user, resolve_tenant(tenant))
+        owner = user_owner(user_id, tenant)
         ended = await self._call(
             self._revoke_all(keys=[self._user_key(owner)], args=[self._key("")])
         )
