@@ -246,6 +246,15 @@ def checks(backends: list[str]) -> list[Check | BoundCheck]:
                 10.0,
             ),
             Check(
+                f"page-filtered.{b}",
+                "filtered keyset page within 1.1x of the same hand-written SQLAlchemy query",
+                b,
+                (f"{b}.page.filtered", "underlay paginate(filter_by=query string)"),
+                (f"{b}.page.filtered", "SQLAlchemy ORM hand-written"),
+                1.10,
+                higher_is_better=False,
+            ),
+            Check(
                 f"soft-delete.{b}",
                 "soft-delete filter costs < 10 % on list_all",
                 b,
