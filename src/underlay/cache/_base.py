@@ -401,18 +401,67 @@ class BaseCache(FaultPolicy):
         Returns:
             The cached or freshly loaded value (its encoded bytes with ``raw``).
         """
+        names = check_namespaces(namespaces)
+        if raw:
+            # The hit path: one look-up, nothing else (no flight, no lease, no fill decision).
+            found = await self._read_raw(key, names)
+            if isinstance(found, bytes):
+                return found
+            return await self._load_raw(key, loader, ttl, names, found, fill=fill)
         near = self._near_hit(key) if not self._lost else None
         if near is not None:
             with contextlib.suppress(DecodeError):  # not decodable: the long way removes it
-                value = near if raw else self.codec.decode(near)
+                value = self.codec.decode(near)
                 self.stats.hits += 1
                 return value
         value, payload = await self._single_flight(
-            key, loader, ttl, check_namespaces(namespaces), fill=fill, decode=not raw
+            key, loader, ttl, names, None, fill=fill, decode=True
         )
-        if raw:
-            return payload
         return self.codec.decode(payload) if value is _UNDECODED else value
+
+    async def _read_raw(self, key: str, names: tuple[str, ...]) -> bytes | Lookup | Failed:
+        """Look ``key`` up once, with no lease and no flight: the hit path of `load`.
+
+        Returns the payload of a hit (counted). Anything else is returned as it is, for
+        `_load_raw` to go on from without looking up again.
+        """
+        near = self._near_payload(key)
+        if near is not None:
+            return near
+        probe = await self._guarded_read(self._lookup, key, names, None)
+        if type(probe) is Lookup and probe.status == HIT and probe.payload is not None:
+            self.stats.hits += 1
+            return probe.payload
+        return probe
+
+    def _near_payload(self, key: str) -> bytes | None:
+        """Return the payload of ``key`` if the near cache holds it (a hit, counted).
+
+        The first step of `load`; a caller may take it before building its loader.
+        """
+        if self._lost:
+            return None  # an owed epoch bump: the store decides, after recovery
+        payload = self._near_hit(key)
+        if payload is not None:
+            self.stats.hits += 1
+        return payload
+
+    async def _load_raw(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        names: tuple[str, ...],
+        probe: Lookup | Failed,
+        *,
+        fill: bool | Callable[[], bool],
+    ) -> bytes:
+        """`load` with ``raw=True`` after `_read_raw` found no hit (``probe``)."""
+        self._count_corrupt(key, probe)
+        _, payload = await self._single_flight(
+            key, loader, ttl, names, probe, fill=fill, decode=False
+        )
+        return payload
 
     async def _single_flight(
         self,
@@ -420,38 +469,44 @@ class BaseCache(FaultPolicy):
         loader: Callable[[], Awaitable[Any]],
         ttl: float | None,
         names: tuple[str, ...],
+        probe: Lookup | Failed | None,
         *,
         fill: bool | Callable[[], bool],
         decode: bool,
     ) -> tuple[Any, bytes]:
+        """Return a hit, else load once per key in this process and share the result.
+
+        The look-up comes first and takes neither a lease nor a flight, so a hit costs
+        one look-up and nothing else. Only a miss joins the load in flight for ``key`` (one
+        started before this process's last invalidation is not joined) or starts one. A
+        ``probe`` is a look-up the caller made already (a miss): it is not repeated.
+        """
         if fill is False:
-            return await self._load(key, loader, ttl, names, fill=False, decode=decode)
-        while (flight := self._flights.get(key)) is not None and flight[0] == self._sequence:
+            return await self._load(key, loader, ttl, names, probe, fill=False, decode=decode)
+        while True:
+            if probe is None:
+                probe = await self._guarded_read(self._lookup, key, names, None)
+                found = await self._probe_hit(key, probe, decode=decode)
+                if found is not None:
+                    return found
+            flight = self._flights.get(key)
+            if flight is None or flight[0] != self._sequence:
+                break
             try:
                 # Shielded: a waiter that is cancelled must not cancel the shared result.
                 payload = await asyncio.shield(flight[1])
             except _LeaderGoneError:
-                continue  # the loading caller was cancelled (or may not fill): look again
+                probe = None  # the loading caller was cancelled (or may not fill): look again
+                continue
             return _UNDECODED, payload
-        # This caller looks up (and loads on a miss); later callers wait for its result.
+        # No await since the flight check: this caller loads; later misses wait for it.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         flight = (self._sequence, future)
         self._flights[key] = flight
         try:
-            # Most reads hit: the first look-up takes no lease; a miss takes it (if filling).
-            probe = await self._guarded_read(self._lookup, key, names, None)
-            if (
-                not decode
-                and not isinstance(probe, Failed)
-                and probe.status == HIT
-                and probe.payload is not None
-            ):
-                self.stats.hits += 1
-                value, payload = _UNDECODED, probe.payload
-            else:
-                value, payload = await self._after_probe(
-                    key, loader, ttl, names, probe, fill=fill, decode=decode, flight=flight
-                )
+            value, payload = await self._lead(
+                key, loader, ttl, names, probe, fill=fill, decode=decode, flight=flight
+            )
         except BaseException as exc:
             if not future.done():
                 cancelled = isinstance(exc, asyncio.CancelledError)
@@ -466,7 +521,7 @@ class BaseCache(FaultPolicy):
             if self._flights.get(key) is flight:
                 del self._flights[key]
 
-    async def _after_probe(
+    async def _lead(
         self,
         key: str,
         loader: Callable[[], Awaitable[Any]],
@@ -478,13 +533,8 @@ class BaseCache(FaultPolicy):
         decode: bool,
         flight: tuple[int, asyncio.Future[bytes]],
     ) -> tuple[Any, bytes]:
-        """The leader's look-up did not give bytes to return as they are: decode, or load."""
-        if isinstance(probe, Failed):
-            self.stats.misses += 1
-        else:
-            found = await self._hit(key, probe, decode=decode)
-            if found is not None:
-                return found
+        """The flight's leader missed (``probe``): decide the fill, load, fill."""
+        self.stats.misses += 1
         if fill if isinstance(fill, bool) else fill():
             return await self._fetch(key, loader, ttl, names, probe, fill=True, decode=decode)
         # Asked only now, on a miss: this caller may not publish what it loads, so its value
@@ -494,24 +544,53 @@ class BaseCache(FaultPolicy):
         _hand_over(flight[1])
         return await self._fetch(key, loader, ttl, names, probe, fill=False, decode=decode)
 
+    async def _probe_hit(
+        self, key: str, probe: Lookup | Failed, *, decode: bool
+    ) -> tuple[Any, bytes] | None:
+        """Return the value (or `_UNDECODED`) and bytes of a hit (counted), else ``None``.
+
+        A miss is not counted here (the caller that loads counts it); a corrupt entry is.
+        """
+        if type(probe) is Lookup and probe.status == HIT and probe.payload is not None:
+            if not decode:
+                self.stats.hits += 1
+                return _UNDECODED, probe.payload
+            try:
+                value = self.codec.decode(probe.payload)
+            except DecodeError:
+                self.stats.corrupt += 1
+                logger.warning("cache entry %r does not decode; removed", key)
+                await self._guarded_read(lambda: self._remove([key]))
+                return None
+            self.stats.hits += 1
+            return value, probe.payload
+        self._count_corrupt(key, probe)
+        return None
+
+    def _count_corrupt(self, key: str, probe: Lookup | Failed) -> None:
+        """Count (and log) a look-up that found a value this cache did not write."""
+        if type(probe) is Lookup and probe.status == CORRUPT:
+            self.stats.corrupt += 1
+            logger.warning("cache entry %r is not an underlay entry; removed", key)
+
     async def _load(
         self,
         key: str,
         loader: Callable[[], Awaitable[Any]],
         ttl: float | None,
         names: tuple[str, ...],
+        probe: Lookup | Failed | None,
         *,
         fill: bool,
         decode: bool,
     ) -> tuple[Any, bytes]:
-        """Look up, else load (and fill); return the value (or `_UNDECODED`) and bytes."""
-        probe = await self._guarded_read(partial(self._lookup, key, names, None))
-        if isinstance(probe, Failed):
-            self.stats.misses += 1
-        else:
-            found = await self._hit(key, probe, decode=decode)
+        """Look up (unless ``probe`` did), else load (and fill); return value and bytes."""
+        if probe is None:
+            probe = await self._guarded_read(partial(self._lookup, key, names, None))
+            found = await self._probe_hit(key, probe, decode=decode)
             if found is not None:
                 return found
+        self.stats.misses += 1
         return await self._fetch(key, loader, ttl, names, probe, fill=fill, decode=decode)
 
     async def load_many(

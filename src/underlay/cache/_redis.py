@@ -13,6 +13,7 @@ from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
 from underlay.cache._entry import INVALID, check, parse
 from underlay.cache._near import NearCache, tracking_connection
+from underlay.cache._wire import HitReader
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -164,6 +165,13 @@ class RedisCache(BaseCache):
         self._bump_script = client.register_script(_scripts.BUMP)
         self._release_script = client.register_script(_scripts.RELEASE)
         self._near = near_cache
+        # The hit path's MGET skips redis-py's generic command path (see _wire): only on one
+        # plain server, and with the socket timeout off only under a deadline of our own.
+        self._hit_reader = (
+            None
+            if self.cluster or sentinels
+            else HitReader.for_client(client, keep_timeout=timeout is None)
+        )
         if near_cache is not None:
             if self.cluster or sentinels:
                 # A failover moves the master: what the tracking connection was told about
@@ -192,6 +200,17 @@ class RedisCache(BaseCache):
     def _ms(self, seconds: float) -> int:
         return max(1, int(seconds * 1000))
 
+    async def _mget(self, keys: list[bytes]) -> list[Any]:
+        """``MGET`` for the hit path: on the cache's own connections when one is free."""
+        reader = self._hit_reader
+        if reader is not None:
+            reply = await reader.mget(keys)
+            if reply is not None:
+                return reply
+        # Keys as bytes: redis-py sends them as they are instead of encoding each.
+        found: list[Any] = await self.client.mget(keys)
+        return found
+
     # -- reads ------------------------------------------------------------------------------
 
     async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
@@ -202,15 +221,14 @@ class RedisCache(BaseCache):
             if not namespaces:
                 return (await self._read([key]))[0]
             # The hit path: one plain MGET, compared here; no script.
-            names = _encoded(namespaces)
+            names = [name.encode() for name in namespaces]
             if near is None:
-                # Keys as bytes: redis-py sends them as they are instead of encoding each.
                 prefix = self._key_bytes
-                raw = await self.client.mget(
+                raw = await self._mget(
                     [
                         prefix + b"d:" + key.encode(),
                         self._epoch_bytes,
-                        *(prefix + b"g:" + name for name in names),
+                        *[prefix + b"g:" + name for name in names],
                     ]
                 )
             else:
@@ -559,6 +577,8 @@ class RedisCache(BaseCache):
         return int(next(iter(cursors.values()))), names
 
     async def _close(self) -> None:
+        if self._hit_reader is not None:
+            await self._hit_reader.aclose()
         if self._near is not None:
             await self._near._close()
         if self._owns_client:
@@ -585,10 +605,6 @@ def _judge(raw: Any, epoch: Any, current: dict[bytes, Any]) -> tuple[int, bytes 
     if status == HIT:
         return HIT, entry.payload
     return (MISS, None) if status == INVALID else (_UNSURE, None)
-
-
-def _encoded(names: tuple[str, ...]) -> list[bytes]:
-    return [name.encode() for name in names]
 
 
 def _raw(name: bytes | str) -> bytes:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import Select, Table, inspect
+from sqlalchemy import Select, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import LoaderCriteriaOption, Mapper, Session
-from sqlalchemy.sql import visitors
+from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.expression import FromClause
 
 from underlay.cache._attach import session_touches
 from underlay.cache._base import BaseCache, CheckedNames, check_namespaces
-from underlay.cache._codec import JSONCodec
+from underlay.cache._hit import EntityEntries, _Scope, cacheable, describe
 from underlay.cache._keys import (
     format_id,
     lists_namespace,
@@ -28,36 +26,10 @@ from underlay.cache._keys import (
 )
 from underlay.cache._protocol import Cache
 from underlay.exceptions import InvalidQueryError, NotFoundError
-from underlay.repository import SQLAlchemyRepository
-from underlay.repository._coerce import canonical_identity
 from underlay.tenancy._context import tenant_key
 from underlay.typing import SchemaT
 
 __all__ = ["CachedRepository"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-# Compiled entity scopes shared by instances of one repository class, per dialect.
-_CLASS_SCOPES: dict[tuple[Any, ...], dict[tuple[Any, ...], _Scope]] = {}
-_MAX_SCOPES = 256
-# The scope memo of reads without options.
-_PLAIN: dict[bool, tuple[Any, ...]] = {False: (False,), True: (True,)}
-# Canonical primary keys by (mapper, type, value): coercing a key is far slower than a hit.
-_CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
-_MAX_CANONICAL = 8192
-_SIMPLE_IDS = (int, str, uuid.UUID)
-# Isolation levels whose every statement sees the latest commits: a loader's view is then
-# never older than the generations read just before it.
-_FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
-
-
-class _Scope(NamedTuple):
-    """What an entity entry's key and namespaces need besides the id, computed once."""
-
-    head: str  # the key up to the schema's identity
-    tables: set[FromClause]
-    namespaces: tuple[str, ...]  # every namespace but the row's own, checked and sorted
 
 
 class _ListShape(NamedTuple):
@@ -113,7 +85,7 @@ class _Reads(Protocol):
     ) -> Select[Any]: ...  # pragma: no cover - protocol
 
 
-class CachedRepository(Generic[SchemaT]):
+class CachedRepository(EntityEntries[SchemaT]):
     """Cache-aside ``get`` and ``list_all`` over a repository, returning Pydantic schemas.
 
     Entries are keyed by the model, the repository's full query scope (the SELECT it would
@@ -166,18 +138,6 @@ class CachedRepository(Generic[SchemaT]):
             table for model in depends_on for table in inspect(model).tables
         )
 
-    @property
-    def _session(self) -> AsyncSession:
-        return self.repository.session
-
-    @property
-    def _payload_cache(self) -> BaseCache | None:
-        """The cache, when its payloads are JSON this class may validate directly."""
-        cache = self.cache
-        if isinstance(cache, BaseCache) and type(cache.codec) is JSONCodec:
-            return cache
-        return None
-
     def _parse_many(
         self,
         payloads: Mapping[str, bytes],
@@ -196,14 +156,6 @@ class CachedRepository(Generic[SchemaT]):
                 if parsed is not None:
                     found[by_key[key]] = parsed
         return rejected
-
-    def _parse(self, payload: bytes, cache: BaseCache) -> SchemaT | None:
-        """Validate a JSON payload into ``schema`` (``None`` for a cached absent row)."""
-        if payload == b"null":
-            return None
-        if b'"$u"' in payload:  # the codec tagged a value: decode it the long way
-            return self.schema.model_validate(cache.codec.decode(payload))
-        return self.schema.model_validate_json(payload)
 
     def _parse_list(self, payload: bytes, cache: BaseCache) -> list[SchemaT]:
         """Validate a JSON array payload into a list of ``schema``."""
@@ -236,42 +188,37 @@ class CachedRepository(Generic[SchemaT]):
         """
         ident = self._canonical_id(id)
         key, namespaces, tables = self._entity_entry(ident, options, include_deleted)
-
-        async def load() -> Any:
-            entity = await self.repository.get(
-                ident, options=options, include_deleted=include_deleted
-            )
-            if entity is None:
-                return None
-            return self.schema.model_validate(entity, from_attributes=True).model_dump(mode="json")
-
-        cacheable = not options or _cacheable(options)
+        use_cache = not options or cacheable(options)
         fast = self._payload_cache
-        if fast is not None and cacheable:
+        if fast is not None and use_cache:
             if not session_touches(self._session.sync_session, tables):
-                # Whether a loaded value may be published is asked only on a miss.
-                payload = await fast.load(
-                    key,
-                    self._detached(load),
-                    ttl=self.ttl,
-                    namespaces=namespaces,
-                    fill=partial(self._may_fill, tables),
-                    raw=True,
-                )
+                # A hit is one look-up (none in a near cache): the loader and the fill
+                # decision (partials, no closures) are only called on a miss.
+                payload = fast._near_payload(key)
+                if payload is None:
+                    payload = await fast.load(
+                        key,
+                        partial(self._load_entity, ident, options, include_deleted),
+                        ttl=self.ttl,
+                        namespaces=namespaces,
+                        fill=partial(self._may_fill, tables),
+                        raw=True,
+                    )
                 try:
                     return self._parse(payload, fast)
                 except ValidationError:
                     pass  # the entry no longer fits the schema: reread below
             else:
-                cacheable = False  # this transaction's own uncommitted rows: the database
-        value = await self._read(key, load, tables, namespaces, cacheable=cacheable)
+                use_cache = False  # this transaction's own uncommitted rows: the database
+        load = self._entity_loader(ident, options, include_deleted)
+        value = await self._read(key, load, tables, namespaces, cacheable=use_cache)
         if value is None:
             return None
         try:
             return self.schema.model_validate(value)
         except ValidationError:
             # an entry the schema no longer accepts is a miss: drop it and read again
-            value = await self._reread(key, load, tables, namespaces, cacheable=cacheable)
+            value = await self._reread(key, load, tables, namespaces, cacheable=use_cache)
             return None if value is None else self.schema.model_validate(value)
 
     async def get_many(
@@ -322,7 +269,7 @@ class CachedRepository(Generic[SchemaT]):
                     ).model_dump(mode="json")
             return found
 
-        fill = self._fill_policy(tables) if not options or _cacheable(options) else None
+        fill = self._fill_policy(tables) if not options or cacheable(options) else None
         fast = self._payload_cache
         found: dict[Any, SchemaT] = {}
         rejected: list[str] = []
@@ -419,9 +366,9 @@ class CachedRepository(Generic[SchemaT]):
                 for entity in entities
             ]
 
-        cacheable = _cacheable(options)
+        use_cache = cacheable(options)
         fast = self._payload_cache
-        if fast is not None and cacheable:
+        if fast is not None and use_cache:
             if not session_touches(self._session.sync_session, tables):
                 payload = await fast.load(
                     key,
@@ -436,13 +383,13 @@ class CachedRepository(Generic[SchemaT]):
                 except ValidationError:
                     pass  # the entry no longer fits the schema: reread below
             else:
-                cacheable = False  # this transaction's own uncommitted rows: the database
-        values = await self._read(key, load, tables, namespaces, cacheable=cacheable)
+                use_cache = False  # this transaction's own uncommitted rows: the database
+        values = await self._read(key, load, tables, namespaces, cacheable=use_cache)
         try:
             return [self.schema.model_validate(value) for value in values]
         except ValidationError:
             # an entry the schema no longer accepts is a miss: drop it and read again
-            values = await self._reread(key, load, tables, namespaces, cacheable=cacheable)
+            values = await self._reread(key, load, tables, namespaces, cacheable=use_cache)
             return [self.schema.model_validate(value) for value in values]
 
     async def invalidate(self, *ids: Any) -> None:
@@ -463,106 +410,12 @@ class CachedRepository(Generic[SchemaT]):
             names.update(rows_namespace(table) for table in self.mapper.tables)
         await self.cache.bump_namespace(*names)
 
-    def _entity_entry(
-        self, id: Any, options: Sequence[Any], include_deleted: bool
-    ) -> tuple[str, tuple[str, ...], set[FromClause]]:
-        """Return the key, namespaces (checked) and tables of the entry of canonical ``id``."""
-        memo = (include_deleted, *map(_describe, options)) if options else _PLAIN[include_deleted]
-        scopes = self._shared_scopes
-        if scopes is None:
-            scopes = self._scopes
-            if self._class_wide_scope():
-                # A request builds a new CachedRepository: share the compiled scope with
-                # every instance of the same repository class, whose SELECT cannot differ.
-                dialect = self._session.sync_session.get_bind().dialect.name
-                shared = (type(self.repository), dialect, self._dependencies)
-                scopes = _CLASS_SCOPES.setdefault(shared, {})
-            self._shared_scopes = scopes
-        scope = scopes.get(memo)
-        if scope is None:
-            # The scope does not depend on the id: compile it once.
-            statement = self.repository.select_statement(
-                options=options, include_deleted=include_deleted
-            )
-            tables = self._tables(statement)
-            scope = _Scope(
-                f"e:{self._table.fullname}:{self._digest(statement, options)}:",
-                tables,
-                check_namespaces(
-                    {
-                        *(rows_namespace(table) for table in self.mapper.tables),
-                        *(lists_namespace(table) for table in tables - set(self.mapper.tables)),
-                    }
-                ),
-            )
-            if len(scopes) >= _MAX_SCOPES:
-                scopes.clear()
-            scopes[memo] = scope
-        text = format_id(id)
-        key = f"{scope.head}{self._fingerprint}{tenant_key(scope.tables)}:{text}"
-        # row_namespace(mapper, id) for a canonical id, without coercing it again; it differs
-        # from the scope's names (they name whole tables)
-        row = f"{self._row_head}{text}"
-        if "\n" in row:
-            check_namespaces((row,))  # raises, as for any invalid namespace
-        return key, CheckedNames((row, *scope.namespaces)), scope.tables
-
-    def _class_wide_scope(self) -> bool:
-        """Whether this repository's entity SELECT depends only on its class."""
-        repository = self.repository
-        return (
-            isinstance(repository, SQLAlchemyRepository)
-            and not repository.scope
-            and type(repository).select_statement is SQLAlchemyRepository.select_statement
-        )
-
     def _fill_policy(self, tables: set[FromClause]) -> bool | None:
         """``None``: bypass the cache; else whether loaded values may be published."""
         if session_touches(self._session.sync_session, tables):
             # This transaction's own uncommitted rows: neither served stale nor published.
             return None
         return self._may_fill(tables)
-
-    def _may_fill(self, tables: set[FromClause]) -> bool:
-        """Whether a value loaded now may be published (asked after the bypass check)."""
-        # Objects the session already holds are returned as they were loaded (the ORM does
-        # not overwrite them), possibly before a later commit: such loads are not published.
-        sync = self._session.sync_session
-        return not self._snapshot_may_lag() and not _holds_rows_of(sync, tables)
-
-    def _detached(self, load: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        """Wrap ``load`` so the objects it adds to the session are let go afterwards.
-
-        The caller gets schemas, never these objects; dropped, they cannot hold later
-        cached reads in this session back from filling.
-        """
-        sync = self._session.sync_session
-
-        async def detached(*args: P.args, **kwargs: P.kwargs) -> T:
-            before = set(sync.identity_map.keys())
-            try:
-                return await load(*args, **kwargs)
-            finally:
-                for added in set(sync.identity_map.keys()) - before:
-                    obj = sync.identity_map.get(added)
-                    if obj is not None:
-                        sync.expunge(obj)
-
-        return detached
-
-    def _canonical_id(self, id: Any) -> Any:
-        memo = (self.mapper, type(id), id) if type(id) in _SIMPLE_IDS else None
-        if memo is not None:
-            found = _CANONICAL.get(memo, _CANONICAL)
-            if found is not _CANONICAL:
-                return found
-        values = canonical_identity(self.mapper, id)
-        canonical = values[0] if len(values) == 1 else values
-        if memo is not None:
-            if len(_CANONICAL) >= _MAX_CANONICAL:
-                _CANONICAL.clear()
-            _CANONICAL[memo] = canonical
-        return canonical
 
     async def _read(
         self,
@@ -605,15 +458,6 @@ class CachedRepository(Generic[SchemaT]):
             return await self._detached(load)()
         return value
 
-    def _snapshot_may_lag(self) -> bool:
-        """Whether the session's reads may come from a snapshot older than now."""
-        session = self._session
-        if not session.in_transaction():
-            return False
-        engine = session.sync_session.get_bind()
-        level = engine.get_execution_options().get("isolation_level")
-        return (level or engine.dialect.default_isolation_level) not in _FRESH_STATEMENTS
-
     def _list_entry(
         self, statement: Select[Any], options: Sequence[Any]
     ) -> tuple[str, set[FromClause], CheckedNames]:
@@ -648,59 +492,7 @@ class CachedRepository(Generic[SchemaT]):
             shape.sql,
             repr([param.effective_value for param in cache_key.bindparams]),
             repr(sorted(statement.get_execution_options().items())),
-            *(_describe(option) for option in options),
+            *(describe(option) for option in options),
         ]
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
         return digest, shape.tables, shape.namespaces
-
-    def _tables(self, statement: Select[Any]) -> set[FromClause]:
-        found: set[FromClause] = {
-            element for element in visitors.iterate(statement) if isinstance(element, Table)
-        }
-        return found | set(self.mapper.tables) | set(self._dependencies)
-
-    def _digest(self, statement: Select[Any], options: Sequence[Any]) -> str:
-        compiled = statement.compile(dialect=self._session.sync_session.get_bind().dialect)
-        parts = [
-            type(self.repository).__qualname__,
-            str(compiled),
-            repr(sorted((name, repr(value)) for name, value in compiled.params.items())),
-            repr(sorted(statement.get_execution_options().items())),
-            *(_describe(option) for option in options),
-        ]
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
-
-
-def _holds_rows_of(session: Session, tables: set[FromClause]) -> bool:
-    """Whether the session's identity map holds an object stored in any of ``tables``."""
-    seen: set[type[Any]] = set()
-    for cls, *_ in list(session.identity_map.keys()):
-        if cls not in seen:
-            seen.add(cls)
-            if tables.intersection(inspect(cls).tables):
-                return True
-    return False
-
-
-def _cacheable(options: Sequence[Any]) -> bool:
-    """Whether no option carries loader criteria (which change the rows a read returns).
-
-    ``with_loader_criteria(...)`` and ``relationship.and_(...)`` may hold any expression,
-    lambdas included, so such reads are not cached rather than keyed on a guess.
-    """
-    for option in options:
-        if isinstance(option, LoaderCriteriaOption):
-            return False
-        for item in getattr(option, "context", ()):
-            if getattr(item, "_extra_criteria", ()):
-                return False
-    return True
-
-
-def _describe(option: Any) -> str:
-    # Loader options have no stable textual form (their cache keys hold object addresses);
-    # their paths and strategies are what changes the loaded data.
-    parts = [type(option).__qualname__, str(getattr(option, "path", ""))]
-    for item in getattr(option, "context", ()):
-        parts += [str(getattr(item, "path", "")), repr(getattr(item, "strategy", ""))]
-    return "/".join(parts)
