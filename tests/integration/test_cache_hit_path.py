@@ -1,4 +1,5 @@
-"""The cheap hit path: shared deadlines, the fill decision taken on a miss, list keys by shape."""
+"""The cheap hit path: shared deadlines, the fill decision taken on a miss, list keys by shape,
+and a hit that looks up first (no flight, no lease; only a miss joins or starts a load)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.integration.test_cache_database import (  # noqa: F401 - cache, cdb: 
     CacheBase,
     Product,
     ProductOut,
+    ProductRepository,
     cache,
     cached,
     cdb,
@@ -254,3 +256,174 @@ class TestListKeysByShape:
         assert first == second
         assert all(isinstance(item, ProductOut) for item in second)
         assert second[0].price == Decimal("10.50")
+
+
+#: Bound on every wait in these tests: a regression fails them instead of hanging.
+WAIT = 10.0
+
+
+async def _never() -> Any:
+    raise AssertionError("a hit must not load")
+
+
+class HeldLookUps:
+    """Holds the cache's plain look-ups (no lease) inside, after the store answered."""
+
+    def __init__(self, store: BaseCache, *, times: int = 1) -> None:
+        self.cache = store
+        self.inside = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self.left = times
+        self._original = store._lookup
+
+    async def _lookup(self, key: str, names: tuple[str, ...], token: str | None) -> Any:
+        found = await self._original(key, names, token)
+        if token is None and self.left > 0:
+            self.left -= 1
+            self.inside.set()
+            await self.go_on.wait()
+        return found
+
+    def __enter__(self) -> HeldLookUps:
+        self.cache._lookup = self._lookup  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cache._lookup = self._original  # type: ignore[method-assign]
+
+
+class TestHitFirst:
+    @pytest.mark.parametrize("raw", [False, True], ids=["decoded", "raw"])
+    async def test_a_hit_takes_no_flight(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+        raw: bool,
+    ) -> None:
+        """While a hit waits for the store, no flight exists for its key."""
+        await cache.set("k", "v", namespaces=["ns"])
+        with HeldLookUps(cache) as held:
+            task = asyncio.create_task(cache.load("k", _never, namespaces=["ns"], raw=raw))
+            # the hit's look-up answered; the caller is held there
+            await asyncio.wait_for(held.inside.wait(), WAIT)
+            assert "k" not in cache._flights
+            held.go_on.set()
+            found = await task
+        assert found == (cache.codec.encode("v") if raw else "v")
+        assert cache._flights == {}
+        assert (cache.stats.hits, cache.stats.misses) == (1, 0)
+
+    async def test_a_hit_does_not_wait_for_a_load_in_flight(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """A value stored while another caller loads the key is served without waiting."""
+        gate = Gate("loaded")
+        leader = asyncio.create_task(cache.get_or_set("k", gate, namespaces=["ns"]))
+        # the leader missed, holds the flight and is loading
+        await asyncio.wait_for(gate.read.wait(), WAIT)
+        await cache.set("k", "stored", namespaces=["ns"])
+        # A hit that joined the flight would wait for the held loader (and time out).
+        assert await asyncio.wait_for(cache.get_or_set("k", _never, namespaces=["ns"]), WAIT) == (
+            "stored"
+        )
+        assert not leader.done()
+        gate.release.set()
+        assert await leader == "loaded"
+        assert await cache.get("k") == "stored"  # the set voided the leader's lease
+        assert gate.calls == 1
+
+    async def test_misses_arriving_during_a_load_still_share_it(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """Callers that miss while the leader loads wait for it: the loader runs once."""
+        gate = Gate("loaded")
+        leader = asyncio.create_task(cache.get_or_set("k", gate, namespaces=["ns"]))
+        await asyncio.wait_for(gate.read.wait(), WAIT)
+        with HeldLookUps(cache, times=5) as held:
+            waiters = [
+                asyncio.create_task(cache.get_or_set("k", gate, namespaces=["ns"]))
+                for _ in range(5)
+            ]
+            while held.left:  # every waiter looked up (and missed)
+                await asyncio.wait_for(held.inside.wait(), WAIT)
+                held.inside.clear()
+            held.go_on.set()
+            gate.release.set()
+            assert await asyncio.wait_for(asyncio.gather(leader, *waiters), WAIT) == ["loaded"] * 6
+        assert gate.calls == 1
+        assert (cache.stats.misses, cache.stats.fills) == (1, 1)
+
+    async def test_an_invalidation_between_look_up_and_load_is_seen(
+        self,
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """A bump after a miss's look-up, before its lease: the load reads the new data."""
+        source = {"value": "old"}
+
+        async def loader() -> str:
+            return source["value"]
+
+        await cache.set("k", "old", namespaces=["ns"])
+        await cache.bump_namespace("ns")  # stale now: the next read misses
+        with HeldLookUps(cache) as held:
+            reader = asyncio.create_task(cache.get_or_set("k", loader, namespaces=["ns"]))
+            # the reader missed and is held before its lease
+            await asyncio.wait_for(held.inside.wait(), WAIT)
+            source["value"] = "new"
+            await cache.bump_namespace("ns")
+            held.go_on.set()
+            assert await asyncio.wait_for(reader, WAIT) == "new"
+        assert await cache.get_or_set("k", _never, namespaces=["ns"]) == "new"
+
+
+class TestCachedGetHitFirst:
+    async def test_a_get_hit_does_not_wait_for_a_load_in_flight(
+        self,
+        cdb: Database,  # noqa: F811 - the imported fixture
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """CachedRepository.get serves a stored entry while a load of it is in flight."""
+        async with cdb.session() as session:
+            repository = cached(session, cache)
+            key, names, _ = repository._entity_entry(1, (), False)
+        gate = Gate({"id": 1, "name": "loading", "price": "1.00", "created_at": None})
+        leader = asyncio.create_task(cache.load(key, gate, namespaces=names, raw=True))
+        await asyncio.wait_for(gate.read.wait(), WAIT)  # a load of the entry is in flight and held
+        stored = {"id": 1, "name": "stored", "price": "2.50", "created_at": "2024-05-01T12:00:00Z"}
+        await cache.set(key, stored, namespaces=names)
+        async with cdb.session() as session:
+            found = await asyncio.wait_for(cached(session, cache).get(1), WAIT)
+        assert found is not None
+        assert (found.name, found.price) == ("stored", Decimal("2.50"))
+        assert not leader.done()
+        gate.release.set()
+        await leader
+
+    async def test_a_commit_between_look_up_and_load_is_read_and_cached(
+        self,
+        cdb: Database,  # noqa: F811 - the imported fixture
+        cache: BaseCache,  # noqa: F811 - the imported fixture
+    ) -> None:
+        """A row updated after a get's look-up missed, before it loads: the new row is cached."""
+        with HeldLookUps(cache) as held:
+
+            async def slow() -> ProductOut | None:
+                async with cdb.session() as session:
+                    return await cached(session, cache).get(1)
+
+            reader = asyncio.create_task(slow())
+            # missed; held before the lease and the load
+            await asyncio.wait_for(held.inside.wait(), WAIT)
+            async with cdb.session() as session:
+                await ProductRepository(session).update(1, {"name": "new"})
+            held.go_on.set()
+            found = await asyncio.wait_for(reader, WAIT)
+        assert found is not None
+        assert found.name == "new"
+        hits = cache.stats.hits
+        async with cdb.session() as session:
+            again = await cached(session, cache).get(1)
+        assert again is not None
+        assert again.name == "new"
+        assert cache.stats.hits == hits + 1
