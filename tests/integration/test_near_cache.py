@@ -131,6 +131,35 @@ class TestHits:
         assert found.name == "lamp"
         assert found.price == Decimal("10.50")
 
+    async def test_a_returned_object_is_the_callers_own(
+        self, workers: tuple[Worker, Worker]
+    ) -> None:
+        """Mutating what a near hit returned changes neither the next hit nor the cache."""
+        worker, _ = workers
+        await worker.read()
+        await worker.read()
+        first = await near_hit(worker)
+        assert first is not None
+        first.name = "changed"
+        first.price = Decimal(0)
+        second = await near_hit(worker)
+        assert second is not None
+        assert second is not first
+        assert (second.name, second.price) == ("lamp", Decimal("10.50"))
+
+        async def tags() -> dict[str, list[str]]:
+            return {"tags": ["a"]}
+
+        cache = worker.cache
+        await cache.get_or_set("plain", tags, namespaces=["ns"])  # filled
+        await cache.get_or_set("plain", tags, namespaces=["ns"])  # a Redis hit, mirrored
+        hits = worker.near.hits
+        mine = await cache.get_or_set("plain", tags, namespaces=["ns"])
+        mine["tags"].append("b")
+        again = await cache.get_or_set("plain", tags, namespaces=["ns"])
+        assert worker.near.hits == hits + 2
+        assert again == {"tags": ["a"]}
+
     async def test_own_commit_is_never_served_stale(self, workers: tuple[Worker, Worker]) -> None:
         """After this process commits, its next read is the new row, announced or not."""
         worker, _ = workers
