@@ -136,8 +136,12 @@ class TestHits:
     ) -> None:
         """Mutating what a near hit returned changes neither the next hit nor the cache."""
         worker, _ = workers
-        await worker.read()
-        await worker.read()
+        filled = worker.waiter(
+            lambda kind, keys: kind == "invalidated" and any(":d:e:" in k for k in keys)
+        )
+        await worker.read()  # filled
+        await asyncio.wait_for(filled.wait(), WAIT)  # its announcement cannot drop the mirror
+        await worker.read()  # mirrored
         first = await near_hit(worker)
         assert first is not None
         first.name = "changed"
@@ -151,7 +155,12 @@ class TestHits:
             return {"tags": ["a"]}
 
         cache = worker.cache
+        filled = worker.waiter(
+            lambda kind, keys: kind == "invalidated" and any(k.endswith(":d:plain") for k in keys)
+        )
         await cache.get_or_set("plain", tags, namespaces=["ns"])  # filled
+        # The fill's own announcement is in: it cannot drop what is mirrored next.
+        await asyncio.wait_for(filled.wait(), WAIT)
         await cache.get_or_set("plain", tags, namespaces=["ns"])  # a Redis hit, mirrored
         hits = worker.near.hits
         mine = await cache.get_or_set("plain", tags, namespaces=["ns"])

@@ -11,9 +11,9 @@ Counters are compared as bytes, never as numbers (they may exceed a double's pre
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["INVALID", "UNKNOWN", "Entry", "check", "parse"]
+__all__ = ["INVALID", "UNKNOWN", "Entry", "check", "judge", "parse"]
 
 _MAGIC: Final = b"u1\n"
 
@@ -78,3 +78,27 @@ def check(entry: Entry, epoch: bytes | None, counters: Mapping[bytes, bytes | No
         if current != generation:
             return INVALID
     return 1
+
+
+def judge(
+    raw: bytes | str | None, epoch: bytes | str | None, counters: dict[bytes, Any]
+) -> tuple[int, bytes | None]:
+    """Decide an entry read with ``MGET`` along with the epoch and ``counters``.
+
+    Returns ``(1, payload)`` for a hit, ``(INVALID, None)`` for a miss (absent or stale),
+    and ``(UNKNOWN, None)`` when the read cannot decide: a value this cache did not write,
+    or an entry naming counters that were not read.
+    """
+    if raw is None:
+        return INVALID, None
+    entry = parse(raw)
+    if entry is None:
+        return UNKNOWN, None
+    if isinstance(epoch, str):  # a caller's client may decode replies
+        epoch = epoch.encode()
+        counters = {
+            name: value.encode() if isinstance(value, str) else value
+            for name, value in counters.items()
+        }
+    status = check(entry, epoch, counters)
+    return (1, entry.payload) if status == 1 else (status, None)

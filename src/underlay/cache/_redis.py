@@ -11,7 +11,7 @@ from underlay._redis_client import close, connect, is_cluster, redis_errors
 from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
-from underlay.cache._entry import INVALID, check, parse
+from underlay.cache._entry import judge
 from underlay.cache._near import NearCache, tracking_connection
 from underlay.cache._wire import HitReader
 
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisCache"]
 
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
-# _judge: the read cannot decide (a foreign entry, or one naming counters not read)
-_UNSURE = 2
 
 
 class NotReplicatedError(Exception):
@@ -36,6 +34,11 @@ class RedisCache(BaseCache):
       of the entry, the epoch and the namespace counters, compared in Python: no script
       runs on a hit. A `get` without namespaces is one script call that checks the
       counters the entry names. `load_many` reads every entry in one ``MGET``.
+    * On one server the hit's ``MGET`` goes out on up to 8 connections of the cache's own
+      (made like the client pool's, without its socket timeout: ``timeout`` bounds each
+      read, and one that fails or is cancelled disconnects), skipping redis-py's generic
+      command path; when all are busy, and on a cluster or behind Sentinel, the client's
+      pool is used.
     * Fills after a miss are guarded by a lease token and the generations read with the
       lookup, checked atomically in Redis, so a slow loader never stores old data over an
       invalidation; only the lease holder fills. A miss costs a second round trip (the
@@ -63,8 +66,9 @@ class RedisCache(BaseCache):
         url: A ``redis://`` or ``rediss://`` URL (ignored when ``client``, ``cluster_nodes``
             or ``sentinels`` is given).
         client: An existing ``redis.asyncio.Redis`` or ``RedisCluster``; its timeouts and
-            retries are yours to set (use a small ``socket_timeout`` and no retries). It is
-            not closed by `aclose`.
+            retries are yours to set (use a small ``socket_timeout`` and no retries). The
+            hit connections made from its pool are bounded by ``timeout`` and not retried
+            instead. It is not closed by `aclose` (the hit connections are).
         cluster_nodes: Startup nodes of a Redis Cluster, ``"host:port"`` or ``(host, port)``.
         sentinels: Sentinel addresses, ``"host:port"`` or ``(host, port)``; the cache
             follows the master named ``service_name`` across failovers.
@@ -236,7 +240,7 @@ class RedisCache(BaseCache):
                 keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
                 raw = await near._read(self.client.mget, keys, range(1))
             current = dict(zip(names, raw[2:], strict=True))
-            status, payload = _judge(raw[0], raw[1], current)
+            status, payload = judge(raw[0], raw[1], current)
             if status == HIT:
                 return Lookup(HIT, payload)
             if status == MISS:
@@ -304,7 +308,7 @@ class RedisCache(BaseCache):
         found: list[Lookup | None] = []
         again: list[int] = []
         for index, (_, _, token) in enumerate(requests):
-            status, payload = _judge(entries[index], raw[0], current)
+            status, payload = judge(entries[index], raw[0], current)
             if status == HIT:
                 found.append(Lookup(HIT, payload))
             elif status == MISS and token is None:
@@ -589,22 +593,6 @@ def _has_tag(prefix: str) -> bool:
     """Whether ``prefix`` already holds a non-empty ``{...}`` hash tag."""
     start = prefix.find("{")
     return start >= 0 and prefix.find("}", start + 1) > start + 1
-
-
-def _judge(raw: Any, epoch: Any, current: dict[bytes, Any]) -> tuple[int, bytes | None]:
-    """Decide an entry read with ``MGET``: `HIT` (and the payload), `MISS` or `_UNSURE`."""
-    if raw is None:
-        return MISS, None
-    entry = parse(raw)
-    if entry is None:
-        return _UNSURE, None  # a foreign value: the script removes it
-    if isinstance(epoch, str):
-        epoch = epoch.encode()
-        current = {name: None if v is None else _raw(v) for name, v in current.items()}
-    status = check(entry, epoch, current)
-    if status == HIT:
-        return HIT, entry.payload
-    return (MISS, None) if status == INVALID else (_UNSURE, None)
 
 
 def _raw(name: bytes | str) -> bytes:
