@@ -40,6 +40,8 @@ _PLAIN: dict[bool, tuple[Any, ...]] = {False: (False,), True: (True,)}
 _CANONICAL: dict[tuple[Any, type[Any], Any], Any] = {}
 _MAX_CANONICAL = 8192
 _SIMPLE_IDS = (int, str, uuid.UUID)
+# Whether a cache class is a BaseCache, by class.
+_OURS: dict[type[Any], bool] = {}
 # Isolation levels whose every statement sees the latest commits: a loader's view is then
 # never older than the generations read just before it.
 _FRESH_STATEMENTS = {"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}
@@ -80,8 +82,12 @@ class EntityEntries(Generic[SchemaT]):
     @property
     def _payload_cache(self) -> BaseCache | None:
         """The cache, when its payloads are JSON this class may validate directly."""
-        cache = self.cache
-        if isinstance(cache, BaseCache) and type(cache.codec) is JSONCodec:
+        cache: BaseCache = self.cache
+        kind = type(cache)
+        ours = _OURS.get(kind)
+        if ours is None:  # isinstance against an ABC is slow for a hit: asked once per class
+            ours = _OURS[kind] = issubclass(kind, BaseCache)
+        if ours and type(cache.codec) is JSONCodec:
             return cache
         return None
 
