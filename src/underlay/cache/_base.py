@@ -365,13 +365,16 @@ class BaseCache(SingleFlight):
         Returns:
             The cached or freshly loaded value (its encoded bytes with ``raw``).
         """
-        names = check_namespaces(namespaces)
         if raw:
             # The hit path: one look-up, nothing else (no flight, no lease, no fill decision).
-            found = await self._read_raw(key, names)
-            if isinstance(found, bytes):
+            found = self._near_payload(key)
+            if found is not None:
                 return found
-            return await self._load_raw(key, loader, ttl, names, found, fill=fill)
+            names = check_namespaces(namespaces)
+            probe = await self._read_raw(key, names)
+            if isinstance(probe, bytes):
+                return probe
+            return await self._load_raw(key, loader, ttl, names, probe, fill=fill)
         near = self._near_hit(key) if not self._lost else None
         if near is not None:
             with contextlib.suppress(DecodeError):  # not decodable: the long way removes it
@@ -379,7 +382,7 @@ class BaseCache(SingleFlight):
                 self.stats.hits += 1
                 return value
         value, payload = await self._single_flight(
-            key, loader, ttl, names, None, fill=fill, decode=True
+            key, loader, ttl, check_namespaces(namespaces), None, fill=fill, decode=True
         )
         return self.codec.decode(payload) if value is _UNDECODED else value
 

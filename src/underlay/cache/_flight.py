@@ -98,14 +98,11 @@ class SingleFlight(FaultPolicy):
         """Return the jittered TTL in milliseconds."""
 
     async def _read_raw(self, key: str, names: tuple[str, ...]) -> bytes | Lookup | Failed:
-        """Look ``key`` up once, with no lease and no flight: the hit path of `load`.
+        """Look ``key`` up in the store once, with no lease and no flight (after the near cache).
 
         Returns the payload of a hit (counted). Anything else is returned as it is, for
         `_load_raw` to go on from without looking up again.
         """
-        near = self._near_payload(key)
-        if near is not None:
-            return near
         probe = await self._guarded_read(self._lookup, key, names, None)
         if type(probe) is Lookup and probe.status == HIT and probe.payload is not None:
             self.stats.hits += 1
