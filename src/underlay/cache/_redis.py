@@ -11,7 +11,7 @@ from underlay._redis_client import close, connect, is_cluster, redis_errors
 from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
-from underlay.cache._entry import judge
+from underlay.cache._entry import current_payload, judge
 from underlay.cache._near import NearCache, tracking_connection
 from underlay.cache._wire import HitReader
 
@@ -239,8 +239,11 @@ class RedisCache(BaseCache):
                 counters = [f"{self.key_prefix}g:{name}" for name in namespaces]
                 keys = [f"{self.key_prefix}d:{key}", self._epoch, *counters]
                 raw = await near._read(self.client.mget, keys, range(1))
-            current = dict(zip(names, raw[2:], strict=True))
-            status, payload = judge(raw[0], raw[1], current)
+            generations = raw[2:]
+            payload = current_payload(raw[0], raw[1], names, generations)
+            if payload is not None:
+                return Lookup(HIT, payload)
+            status, payload = judge(raw[0], raw[1], dict(zip(names, generations, strict=True)))
             if status == HIT:
                 return Lookup(HIT, payload)
             if status == MISS:
