@@ -25,9 +25,11 @@ from sqlalchemy.orm import (
 from sqlalchemy.schema import conv
 
 from underlay.models._mixins import SoftDeleteMixin
+from underlay.models._statements import with_option
 
 __all__ = [
     "INCLUDE_DELETED",
+    "LIVE_ROWS",
     "LiveGetSession",
     "enable_soft_delete",
     "include_deleted_requested",
@@ -51,6 +53,7 @@ def _live(cls: Any) -> ColumnElement[bool]:
 # propagate_to_loaders (the default) carries it into selectin and joined eager loads and
 # into lazy loads of the instances it loaded.
 _LIVE_ROWS = with_loader_criteria(SoftDeleteMixin, _live, include_aliases=True)
+LIVE_ROWS = _LIVE_ROWS
 
 SessionTarget = (
     Session
@@ -90,7 +93,7 @@ def _filter_deleted(state: ORMExecuteState) -> None:
         parent = state.lazy_loaded_from
         if parent is None or _LIVE_ROWS in parent.load_options:
             return
-    state.statement = state.statement.options(_LIVE_ROWS)
+    state.statement = with_option(state.statement, _LIVE_ROWS, state.execution_options)
 
 
 def _sync_target(target: SessionTarget) -> Session | type[Session]:

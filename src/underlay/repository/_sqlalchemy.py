@@ -16,6 +16,7 @@ from underlay.models import SoftDeleteMixin
 from underlay.query import FilterInput
 from underlay.repository import _pagination as pagination
 from underlay.repository._coerce import MAX_BIGINT, canonical_identity, check_count
+from underlay.repository._get import get_by_identity
 from underlay.repository._query import (
     SortKey,
     column_map,
@@ -191,6 +192,8 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
                     statement = statement.with_for_update()
                 result = await self.session.execute(statement)
                 entity = result.unique().scalars().one_or_none()
+            elif not (options or for_update or include_deleted):
+                entity = await get_by_identity(self.session, self._mapper, ident)
             else:
                 entity = await self.session.get(
                     self.model,

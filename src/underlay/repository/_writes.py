@@ -8,6 +8,7 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel
 from sqlalchemy import Column, Table, delete, insert, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -54,20 +55,41 @@ UPSERT_BATCH = 5_000
 COPY_THRESHOLD = 1000
 
 
+_BUMPED = {VERSION_BUMPED: True}
+
+_Versioning = tuple[Column[Any] | None, str | None, dict[str, Any] | None]
+_VERSIONING: dict[Mapper[Any], _Versioning] = {}
+
+
+def _versioning(mapper: Mapper[Any]) -> _Versioning:
+    """The version column, its attribute key and the ``SET`` that increments it, per mapper."""
+    found = _VERSIONING.get(mapper)
+    if found is None:
+        column = mapper.version_id_col
+        if not isinstance(column, Column):
+            found = (None, None, None)
+        else:
+            key = next(k for k, col in column_map(mapper.class_).items() if col is column)
+            found = (column, key, {key: column + 1})
+        _VERSIONING[mapper] = found
+    return found
+
+
 class WriteMethods(RepositoryBase[ModelT]):
     """Writes of ``SQLAlchemyRepository`` (documented there)."""
 
     @property
     def _version_column(self) -> Column[Any] | None:
-        column = self._mapper.version_id_col
-        return column if isinstance(column, Column) else None
+        return _versioning(self._mapper)[0]
 
     @property
     def _version_key(self) -> str | None:
-        column = self._version_column
-        if column is None:
-            return None
-        return next(key for key, col in column_map(self.model).items() if col is column)
+        return _versioning(self._mapper)[1]
+
+    @property
+    def _version_bump(self) -> dict[str, Any] | None:
+        """``{version key: version + 1}``, built once per class (``None``: not versioned)."""
+        return _versioning(self._mapper)[2]
 
     async def _row_exists(self, id: Any, *, live_only: bool) -> bool:
         criteria = [*self._id_criteria(id), *self.scope]
@@ -187,7 +209,13 @@ class WriteMethods(RepositoryBase[ModelT]):
             criteria.append(column_map(self.model)["deleted_at"].is_(None))
         if version_column is not None and expected_version is not None:
             criteria.append(version_column == expected_version)
-        statement = self._bump_version(update(self.model).where(*criteria).values(**data))
+        bump = self._version_bump
+        statement = update(self.model).where(*criteria)
+        if bump is None:
+            statement = statement.values(**data)
+        else:
+            # marked, so the session's versioning hook does not rebuild what is already right
+            statement = statement.values({**data, **bump}).execution_options(**_BUMPED)
 
         with self._translated(id):
             entity = await self._execute_returning(statement, id)
@@ -559,13 +587,11 @@ class WriteMethods(RepositoryBase[ModelT]):
                 await self._missing_or_stale(id, expected)
 
     def _bump_version(self, statement: Any) -> Any:
-        version_column, version_key = self._version_column, self._version_key
-        if version_column is None or version_key is None:
+        bump = self._version_bump
+        if bump is None:
             return statement
         # marked, so the session's versioning hook does not rebuild what is already right
-        return statement.values({version_key: version_column + 1}).execution_options(
-            **{VERSION_BUMPED: True}
-        )
+        return statement.values(bump).execution_options(**_BUMPED)
 
     async def hard_delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
         """Delete one row for real, also a soft-deleted one, and detach its entity.

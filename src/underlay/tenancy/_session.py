@@ -1,11 +1,13 @@
 """Tenant scoping on every ORM path, through the same mechanism as soft delete.
 
 One ``do_orm_execute`` hook adds ``with_loader_criteria(TenantMixin, tenant_id == :tenant)``
-to every ORM SELECT, UPDATE and DELETE, so SQLAlchemy puts the criterion in the WHERE of plain
-selects, subqueries, CTEs and unions that select a tenant entity, in the ON clause of joins
-and joined eager loads, and in the statements selectin and lazy loaders emit. With no tenant
-set, a statement that selects, updates or deletes a tenant model raises `TenantRequiredError`
-before any SQL is sent, and a tenant model reached only through a join matches no row.
+to every ORM SELECT, UPDATE and DELETE; the parameter is read from the tenant context when
+the statement executes, so one option serves every tenant. SQLAlchemy puts the criterion in
+the WHERE of plain selects, subqueries, CTEs and unions that select a tenant entity, in the
+ON clause of joins and joined eager loads, and in the statements selectin and lazy loaders
+emit. With no tenant set, a statement that selects, updates or deletes a tenant model
+raises `TenantRequiredError` before any SQL is sent, and a tenant model reached only
+through a join matches no row.
 ``before_flush`` stamps new rows and refuses rows of another tenant; the identity map is
 checked by ``get``. Writes outside the ORM are stamped by the column's Python default.
 """
@@ -15,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, event, inspect, text
+from sqlalchemy import ColumnElement, String, bindparam, event, inspect, text
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.sql import visitors
 
 from underlay.exceptions import InvalidQueryError
 from underlay.models import SoftDeleteMixin
 from underlay.models._soft_delete import SessionTarget, mark_installed
+from underlay.models._statements import with_option
 from underlay.tenancy._context import (
     ALL_TENANTS,
     _tenant,
@@ -40,24 +43,24 @@ RLS_SETTING = "underlay.tenant_id"
 _RLS_ALL = "underlay.all_tenants"
 
 
-def _no_rows(cls: Any) -> ColumnElement[bool]:
-    # tenant_id is NOT NULL: with no tenant set, a tenant model reached only through a join
-    # (not a selected entity, so the hook cannot see it to refuse) matches nothing.
-    return cls.tenant_id.is_(None)  # type: ignore[no-any-return]
+def _tenant_value() -> str | None:
+    # Read when a statement executes, not when it is built: one option, one statement cache
+    # entry and one cache key serve every tenant. No tenant matches no row (tenant_id is
+    # NOT NULL, and "tenant_id = NULL" is never true).
+    tenant = _tenant.get()
+    return tenant if isinstance(tenant, str) else None
 
 
-def _criteria(tenant: str) -> Any:
-    # A lambda whose closure variable becomes a bound parameter: one cached compiled form
-    # for every tenant (SQLAlchemy's documented pattern for this option).
-    return with_loader_criteria(
-        TenantMixin,
-        lambda cls: cls.tenant_id == tenant,
-        include_aliases=True,
-        track_closure_variables=True,
-    )
+_TENANT = bindparam("underlay_tenant", callable_=_tenant_value, type_=String())
 
 
-_NONE = with_loader_criteria(TenantMixin, _no_rows, include_aliases=True)
+def _own_rows(cls: Any) -> ColumnElement[bool]:
+    # A module-level function, not a lambda: instances loaded with the option keep it in
+    # their load options, and pickling an instance must find it by name.
+    return cls.tenant_id == _TENANT  # type: ignore[no-any-return]
+
+
+_OWN_ROWS = with_loader_criteria(TenantMixin, _own_rows, include_aliases=True)
 
 
 def _scope(state: ORMExecuteState) -> None:
@@ -72,13 +75,24 @@ def _scope(state: ORMExecuteState) -> None:
         return  # refreshing an object the caller already holds
     tenant = _tenant.get()
     if tenant is ALL_TENANTS:
+        if state.is_relationship_load:
+            _lift_inherited(state)
         return
-    if isinstance(tenant, str):
-        state.statement = state.statement.options(_criteria(tenant))
-        return
-    if _touches_tenant_table(state):
+    if not isinstance(tenant, str) and _touches_tenant_table(state):
         current_tenant()  # raises TenantRequiredError, before any SQL
-    state.statement = state.statement.options(_NONE)
+    # Without a tenant, a tenant model reached only through a join (not a selected entity,
+    # so the check above cannot see it) matches no row.
+    state.statement = with_option(state.statement, _OWN_ROWS, state.execution_options)
+
+
+def _lift_inherited(state: ORMExecuteState) -> None:
+    # A lazy load of an object read in a tenant's context carries that read's options; inside
+    # all_tenants() it sees every tenant, like every other read there.
+    statement: Any = state.statement
+    if _OWN_ROWS in statement._with_options:
+        statement = statement._generate()
+        statement._with_options = tuple(o for o in statement._with_options if o is not _OWN_ROWS)
+        state.statement = statement
 
 
 def _touches_tenant_table(state: ORMExecuteState) -> bool:
