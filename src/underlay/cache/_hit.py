@@ -1,11 +1,11 @@
-"""What `CachedRepository.get` computes before it reads the cache, and the read itself.
+"""What `CachedRepository` reads with: entity keys and scopes, parsing, the miss's loader.
 
 Everything an entity entry's key and namespaces need besides the id (the compiled SELECT's
 digest, the tables, the namespaces of whole tables) is computed once per scope and shared
-by the instances of one repository class. A hit is then a dictionary look-up for the
-canonical id, two strings, one look-up in the store (one ``MGET`` on Redis, no script, no
-flight, no lease) and one validation of the stored JSON; what only a miss needs (the
-loader closure, the fill decision, the in-process flight) is made only on a miss.
+by the instances of one repository class. A `CachedRepository.get` hit is then a dictionary
+look-up for the canonical id, two strings, one look-up in the store (one ``MGET`` on Redis,
+no script, no flight, no lease) and one validation of the stored JSON; what only a miss
+needs (the loader, the fill decision, the in-process flight) is made only on a miss.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class _Scope(NamedTuple):
 
 
 class EntityEntries(Generic[SchemaT]):
-    """The reading half of `CachedRepository`: entry keys, scopes, parsing, the cached read."""
+    """The reading half of `CachedRepository`: entry keys and scopes, parsing, loading."""
 
     # Set by CachedRepository.__init__.
     repository: Any
