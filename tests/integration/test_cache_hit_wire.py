@@ -26,6 +26,9 @@ from underlay.cache._wire import HitReader, pack_mget
 #: Bound on every wait: a regression fails the test instead of hanging it.
 WAIT = 10.0
 
+# Caches that expect hits get a 1 s per-operation deadline (the fixture's): the production
+# default of tens of milliseconds turns a hit on a loaded CI machine into a fail-open miss.
+
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server to start private servers"
 )
@@ -115,7 +118,7 @@ class TestHitConnections:
     async def test_a_client_that_decodes_replies(self, redis_url: str) -> None:
         """A caller's client with decode_responses=True: hits read bytes all the same."""
         client = Redis.from_url(redis_url, decode_responses=True)
-        cache = RedisCache(client=client, prefix=f"underlay-test-{uuid.uuid4().hex}:")
+        cache = RedisCache(client=client, prefix=f"underlay-test-{uuid.uuid4().hex}:", timeout=1.0)
         try:
             await cache.set("k", {"name": "ådå"}, namespaces=["ns"])
             assert await cache.get_or_set("k", never, namespaces=["ns"]) == {"name": "ådå"}
@@ -133,7 +136,7 @@ class TestHitConnections:
             pass
 
         client = MyRedis.from_url(redis_url)
-        cache = RedisCache(client=client, prefix=f"underlay-test-{uuid.uuid4().hex}:")
+        cache = RedisCache(client=client, prefix=f"underlay-test-{uuid.uuid4().hex}:", timeout=1.0)
         try:
             assert cache._hit_reader is None
             assert HitReader.for_client(client, keep_timeout=False) is None
@@ -211,7 +214,7 @@ class TestFaults:
         redis_server: RedisServer,  # noqa: F811 - the imported fixture
     ) -> None:
         """The hit connection a restart closed is reconnected; hits come back."""
-        cache = RedisCache(redis_server.url, prefix="restart-hit:", cooldown=0.2)
+        cache = RedisCache(redis_server.url, prefix="restart-hit:", cooldown=0.2, timeout=1.0)
 
         async def fallback() -> str:
             return "fallback"
