@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tests.integration.models import new_base
 from underlay import Database, SoftDeleteMixin, SQLAlchemyRepository
-from underlay.models._soft_delete import LIVE_ROWS
+from underlay.models._soft_delete import _LIVE_ROWS
 from underlay.models._statements import REUSABLE, with_option
 
 GetBase = new_base()
@@ -206,8 +206,8 @@ class TestStatementReuse:
 
     def test_with_option_memoizes_reusable_statements_only(self) -> None:
         statement = select(Box)
-        first = with_option(statement, LIVE_ROWS, {REUSABLE: True})
-        assert LIVE_ROWS in first._with_options
-        assert with_option(statement, LIVE_ROWS, {REUSABLE: True}) is first
+        first = with_option(statement, _LIVE_ROWS, {REUSABLE: True})
+        assert _LIVE_ROWS in first._with_options
+        assert with_option(statement, _LIVE_ROWS, {REUSABLE: True}) is first
         # not marked: a new statement each time, as Select.options gives
-        assert with_option(statement, LIVE_ROWS, {}) is not with_option(statement, LIVE_ROWS, {})
+        assert with_option(statement, _LIVE_ROWS, {}) is not with_option(statement, _LIVE_ROWS, {})

@@ -108,25 +108,11 @@ class BaseCache(SingleFlight):
         self._token_base = secrets.token_hex(8)
         self._tokens = itertools.count()
 
-    # -- store primitives -------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def _lookup(self, key: str, namespaces: tuple[str, ...], token: str | None) -> Lookup:
-        """Read ``key``; on a miss with ``token``, read generations and try to take the lease."""
+    # -- store primitives (`_lookup`, `_fill` and `_release` are declared by SingleFlight) --
 
     @abc.abstractmethod
     async def _read(self, keys: Sequence[str]) -> list[Lookup]:
         """Read several keys in one round trip (no leases)."""
-
-    @abc.abstractmethod
-    async def _fill(
-        self, key: str, lookup: Lookup, namespaces: tuple[str, ...], payload: bytes, ttl_ms: int
-    ) -> bool:
-        """Store ``payload`` if the lease and generations of ``lookup`` are still current."""
-
-    @abc.abstractmethod
-    async def _release(self, key: str, token: str) -> None:
-        """Give a lease back without filling."""
 
     async def _lookup_many(
         self, requests: Sequence[tuple[str, tuple[str, ...], str | None]]

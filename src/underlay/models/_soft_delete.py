@@ -29,7 +29,6 @@ from underlay.models._statements import with_option
 
 __all__ = [
     "INCLUDE_DELETED",
-    "LIVE_ROWS",
     "LiveGetSession",
     "enable_soft_delete",
     "include_deleted_requested",
@@ -53,7 +52,6 @@ def _live(cls: Any) -> ColumnElement[bool]:
 # propagate_to_loaders (the default) carries it into selectin and joined eager loads and
 # into lazy loads of the instances it loaded.
 _LIVE_ROWS = with_loader_criteria(SoftDeleteMixin, _live, include_aliases=True)
-LIVE_ROWS = _LIVE_ROWS
 
 SessionTarget = (
     Session

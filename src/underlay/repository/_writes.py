@@ -209,13 +209,7 @@ class WriteMethods(RepositoryBase[ModelT]):
             criteria.append(column_map(self.model)["deleted_at"].is_(None))
         if version_column is not None and expected_version is not None:
             criteria.append(version_column == expected_version)
-        bump = self._version_bump
-        statement = update(self.model).where(*criteria)
-        if bump is None:
-            statement = statement.values(**data)
-        else:
-            # marked, so the session's versioning hook does not rebuild what is already right
-            statement = statement.values({**data, **bump}).execution_options(**_BUMPED)
+        statement = self._bump_version(update(self.model).where(*criteria).values(**data))
 
         with self._translated(id):
             entity = await self._execute_returning(statement, id)
