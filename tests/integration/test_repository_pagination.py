@@ -327,6 +327,38 @@ class TestOffsetPage:
             True,
         )
 
+    @pytest.mark.parametrize(
+        ("number", "size", "queries", "total"),
+        [
+            (3, 4, 1, 11),  # the last page, 3 rows: the total follows from it
+            (1, 20, 1, 11),  # everything on page 1
+            (2, 4, 2, 11),  # a full page: counted
+            (4, 4, 2, 11),  # past the end: counted
+            (3, 10, 2, 11),  # empty page after the last: counted
+        ],
+        ids=["last-page", "one-page", "full-page", "past-the-end", "empty-after-last"],
+    )
+    async def test_total_of_the_last_page_needs_no_count(
+        self, db: Database, number: int, size: int, queries: int, total: int
+    ) -> None:
+        """A short page gives the total itself; other pages send count(*)."""
+        await _authors(db, 11)
+        async with db.session() as session:
+            repo = AuthorRepository(session)
+            with count_queries() as counter:
+                page = await repo.page(number=number, size=size)
+            assert await repo.count() == total
+        assert page.total == total
+        assert counter.count == queries
+
+    async def test_empty_first_page_total_is_zero_without_count(self, db: Database) -> None:
+        """No rows at all: page 1 is empty and its total is 0, in one query."""
+        async with db.session() as session:
+            with count_queries() as counter:
+                page = await AuthorRepository(session).page(number=1, size=5)
+        assert (page.items, page.total, page.pages, page.has_next) == ([], 0, 1, False)
+        assert counter.count == 1
+
     async def test_page_without_count(self, db: Database) -> None:
         """count='none' skips the count query and leaves total None."""
         await _authors(db, 5)

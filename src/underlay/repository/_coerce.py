@@ -42,7 +42,7 @@ import operator
 import re
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -366,7 +366,7 @@ def _for_other_type(column_type: types.TypeEngine[Any]) -> Coercer:
     return passthrough
 
 
-def _all_canonical(column_type: types.TypeEngine[Any]) -> Callable[[list[Any]], bool] | None:
+def _all_canonical(column_type: types.TypeEngine[Any]) -> Callable[[Sequence[Any]], bool] | None:
     """Return a C-speed check that a column of values needs no per-value work, if any."""
     if isinstance(column_type, types.Boolean | types.Enum):
         return None
@@ -374,14 +374,14 @@ def _all_canonical(column_type: types.TypeEngine[Any]) -> Callable[[list[Any]], 
         bits = _integer_bits(column_type)
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
-        def integers(values: list[Any]) -> bool:
+        def integers(values: Sequence[Any]) -> bool:
             return set(map(type, values)) == {int} and low <= min(values) and max(values) <= high
 
         return integers
     if isinstance(column_type, types.String):
         length = column_type.length
 
-        def strings(values: list[Any]) -> bool:
+        def strings(values: Sequence[Any]) -> bool:
             if set(map(type, values)) != {str}:
                 return False
             if length is not None and max(map(len, values)) > length:
@@ -392,7 +392,7 @@ def _all_canonical(column_type: types.TypeEngine[Any]) -> Callable[[list[Any]], 
         return strings
     if isinstance(column_type, types.Float) and not column_type.asdecimal:
 
-        def floats(values: list[Any]) -> bool:
+        def floats(values: Sequence[Any]) -> bool:
             # NaN and infinities make the sum non-finite (so may an overflow: then check each)
             return set(map(type, values)) == {float} and math.isfinite(math.fsum(values))
 
@@ -408,12 +408,12 @@ def _encodes(text: str) -> bool:
     return True
 
 
-_CHECKS: weakref.WeakKeyDictionary[Column[Any], Callable[[list[Any]], bool] | None] = (
+_CHECKS: weakref.WeakKeyDictionary[Column[Any], Callable[[Sequence[Any]], bool] | None] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def all_canonical(column: Column[Any], values: list[Any]) -> bool:
+def all_canonical(column: Column[Any], values: Sequence[Any]) -> bool:
     """Return whether every value (no ``None`` among them) is already canonical for ``column``.
 
     A fast, all-or-nothing check for bulk writes: ``False`` means "check each value", not

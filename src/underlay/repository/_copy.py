@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -13,9 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import FromClause
 
 from underlay.exceptions import translate_error
-from underlay.repository._bulk import RowLayout, row_layout
+from underlay.repository._bulk import PreparedBatch, RowLayout, row_layout
 
-__all__ = ["copy_rows", "copy_supported", "driver_insert_layouts", "executemany_rows"]
+__all__ = [
+    "begin_copy",
+    "copy_records",
+    "copy_supported",
+    "driver_insert_layouts",
+    "executemany_rows",
+]
 
 
 def copy_supported(table: FromClause, dialect: Dialect) -> bool:
@@ -54,10 +60,10 @@ def driver_insert_layouts(
 async def executemany_rows(
     connection: AsyncConnection,
     table: Table,
-    groups: Sequence[Sequence[Mapping[str, Any]]],
+    prepared: PreparedBatch,
     layouts: Sequence[RowLayout],
 ) -> None:
-    """INSERT ``groups`` with one executemany each on the aiosqlite connection.
+    """INSERT the batch's groups with one executemany each on the aiosqlite connection.
 
     The statement runs in the session's transaction (the connection has begun it), so it
     commits and rolls back with it. Errors are translated as for any other statement.
@@ -67,12 +73,12 @@ async def executemany_rows(
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     name = preparer.format_table(table)
-    for group, layout in zip(groups, layouts, strict=True):
+    for group, layout in zip(prepared.groups, layouts, strict=True):
         columns = ", ".join(preparer.quote(column.name) for column in layout.columns)
         marks = ", ".join("?" for _ in layout.columns)
         sql = f"INSERT INTO {name} ({columns}) VALUES ({marks})"  # noqa: S608 - quoted identifiers, bound values
         try:
-            cursor = await driver.executemany(sql, layout.records(group))
+            cursor = await driver.executemany(sql, layout.records(group, prepared.tuples))
         except sqlite3.Error as exc:
             # raise what a Core statement would: the underlay error, else SQLAlchemy's wrapper
             wrapped = DBAPIError.instance(sql, None, exc, sqlite3.Error)
@@ -80,38 +86,38 @@ async def executemany_rows(
         await cursor.close()
 
 
-async def copy_rows(
-    connection: AsyncConnection,
-    model: type[Any],
-    table: Table,
-    groups: Sequence[Sequence[Mapping[str, Any]]],
-) -> None:
-    """COPY ``groups`` (rows of attribute names, same keys per group) into ``table``.
+async def begin_copy(connection: AsyncConnection) -> Any:
+    """Return the asyncpg connection under ``connection``, its transaction begun.
 
-    Runs in the connection's transaction. Columns a row omits get their Python-side default
-    computed here, or are left out of the COPY so the server default applies. Values go
-    through the column types' bind processing, as they would for an INSERT.
+    SQLAlchemy's asyncpg adapter opens its transaction lazily, on the first statement; a
+    COPY before that would run (and commit) on its own.
     """
-    dialect = connection.dialect
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     if not driver.is_in_transaction():
-        # SQLAlchemy's asyncpg adapter opens its transaction lazily, on the first statement;
-        # a COPY before that would run (and commit) on its own
         await connection.exec_driver_sql("SELECT 1")
-    for group in groups:
-        layout = row_layout(model, table, group[0].keys(), dialect)
-        try:
-            await driver.copy_records_to_table(
-                table.name,
-                records=layout.records(group),
-                columns=[column.name for column in layout.columns],
-                schema_name=table.schema,
-            )
-        except Exception as exc:
-            if getattr(exc, "sqlstate", None) is None:
-                raise
-            error = translate_error(DBAPIError(f"COPY {table.name}", None, exc))
-            if error is None:
-                raise
-            raise error from exc
+    return driver
+
+
+async def copy_records(
+    driver: Any, table: Table, layout: RowLayout, records: Iterable[tuple[Any, ...]]
+) -> None:
+    """COPY ``records`` (tuples in ``layout``'s column order) into ``table``.
+
+    Runs in the connection's transaction (see `begin_copy`). Errors the server raises are
+    translated as for any other statement.
+    """
+    try:
+        await driver.copy_records_to_table(
+            table.name,
+            records=records,
+            columns=[column.name for column in layout.columns],
+            schema_name=table.schema,
+        )
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) is None:
+            raise
+        error = translate_error(DBAPIError(f"COPY {table.name}", None, exc))
+        if error is None:
+            raise
+        raise error from exc

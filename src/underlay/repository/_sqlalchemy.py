@@ -13,6 +13,7 @@ from underlay.exceptions import (
     NotFoundError,
 )
 from underlay.models import SoftDeleteMixin
+from underlay.models._statements import REUSABLE
 from underlay.query import FilterInput
 from underlay.repository import _pagination as pagination
 from underlay.repository._coerce import MAX_BIGINT, canonical_identity, check_count
@@ -148,7 +149,21 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         search: str | None = None,
     ) -> Select[int]:
         """Build the ``SELECT count(*)`` that :meth:`count` sends for the same arguments."""
+        unfiltered = not where and not self.scope and search is None
+        if unfiltered and (filter_by is None or self._resolve(filter_by).empty):
+            # the count of every row: one statement per class, so SQLAlchemy keys it once
+            cls = type(self)
+            name = "_count_deleted_too" if include_deleted else "_count_all"
+            statement = cls.__dict__.get(name)
+            if statement is None:
+                statement = self._count_of([], include_deleted=include_deleted)
+                statement = statement.execution_options(**{REUSABLE: True})
+                setattr(cls, name, statement)
+            return statement
         criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
+        return self._count_of(criteria, include_deleted=include_deleted)
+
+    def _count_of(self, criteria: list[Any], *, include_deleted: bool) -> Select[int]:
         statement = select(func.count()).select_from(self.model).where(*criteria)
         if include_deleted:
             statement = statement.execution_options(include_deleted=True)
@@ -586,8 +601,9 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             order_by: As for :meth:`select_statement`.
             number: The 1-based page number.
             size: Rows per page, 1 to ``max_page_size``.
-            count: ``"exact"`` runs a separate ``count(*)`` for ``total``; ``"none"`` skips
-                it (``total`` is ``None``).
+            count: ``"exact"`` fills ``total``: on the last page (fewer than ``size``
+                rows, or none on page 1) from the page itself, otherwise with a separate
+                ``count(*)``. ``"none"`` skips it (``total`` is ``None``).
             options: Loader options.
             include_deleted: Also return soft-deleted rows.
             filter_by: A caller-supplied filter on declared fields: the mapping form
@@ -622,7 +638,11 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             items = list((await self.session.execute(statement)).unique().scalars().all())
         total = None
         if count == "exact":
-            total = await self.count(
-                *where, include_deleted=include_deleted, filter_by=resolved, search=search
-            )
+            if len(items) < size and (items or number == 1):
+                # the last page: the rows before it and on it are all there are
+                total = (number - 1) * size + len(items)
+            else:
+                total = await self.count(
+                    *where, include_deleted=include_deleted, filter_by=resolved, search=search
+                )
         return pagination.Page(items=items, total=total, number=number, size=size)

@@ -6,13 +6,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Table, delete, insert, inspect, select, update
+from sqlalchemy import Column, Table, delete, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from underlay.events import record_write
 from underlay.exceptions import (
     InvalidQueryError,
     NotFoundError,
@@ -22,20 +21,9 @@ from underlay.models import utcnow
 from underlay.models._versioning import VERSION_BUMPED
 from underlay.query import FilterInput
 from underlay.repository._base import RepositoryBase
-from underlay.repository._bulk import (
-    RowReader,
-    coerce_groups,
-    group_rows,
-    in_batches,
-    iterable_rows,
-)
+from underlay.repository._bulk import RowReader, in_batches, iterable_rows
 from underlay.repository._coerce import check_count, coerce_value
-from underlay.repository._copy import (
-    copy_rows,
-    copy_supported,
-    driver_insert_layouts,
-    executemany_rows,
-)
+from underlay.repository._insert import COPY_THRESHOLD, insert_rows
 from underlay.repository._query import coerce_values, column_map, values_dict
 from underlay.repository._upsert import UpsertPlan, conflict_target
 from underlay.tenancy._context import current_actor
@@ -49,11 +37,6 @@ INSERT_BATCH = 10_000
 
 #: Rows ``upsert_many`` reads from its iterable and sends at a time.
 UPSERT_BATCH = 5_000
-
-#: ``insert_many`` uses COPY on asyncpg (and the driver's executemany on aiosqlite) from this
-#: many rows (with ``method="auto"``).
-COPY_THRESHOLD = 1000
-
 
 _BUMPED = {VERSION_BUMPED: True}
 
@@ -437,66 +420,19 @@ class WriteMethods(RepositoryBase[ModelT]):
         if method not in ("auto", "values", "copy"):
             raise InvalidQueryError(f"method must be 'auto', 'values' or 'copy', not {method!r}.")
         size = check_count(batch_size, name="batch_size", minimum=1, maximum=10_000_000)
-        reader = RowReader(self.model, managed=self._version_key, operation="insert_many")
-        batches = in_batches(iterable_rows(rows), size)
-        first = next(batches, None)
-        if first is None:
-            return 0
-        groups = coerce_groups(self.model, group_rows(first, reader))
-        dialect = self._dialect
         table = self._mapper.local_table
         assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
-        copy_ok = copy_supported(table, dialect)
-        if method == "copy" and not copy_ok:
-            raise InvalidQueryError(
-                "insert_many(method='copy') needs PostgreSQL through asyncpg and columns "
-                "whose defaults are values or Python callables."
-            )
-        # a full first batch means more rows may follow: the bulk path either way
-        large = method == "auto" and (len(first) >= COPY_THRESHOLD or len(first) == size)
-        count = len(first)
-        del first
-        # a savepoint: a failed batch (or a row iterator that raises) leaves the transaction
-        # as it was before the call
         with self._translated(None):
-            async with self.session.begin_nested():
-                await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
-                for batch in batches:
-                    groups = coerce_groups(self.model, group_rows(batch, reader))
-                    count += len(batch)
-                    await self._insert_groups(groups, method=method, large=large, copy_ok=copy_ok)
-        return count
-
-    async def _insert_groups(
-        self,
-        groups: list[list[Mapping[str, Any]]],
-        *,
-        method: str,
-        large: bool,
-        copy_ok: bool,
-    ) -> None:
-        table = self._mapper.local_table
-        assert isinstance(table, Table)  # noqa: S101 - mapped classes here map one table
-        if method == "copy" or (large and copy_ok):
-            connection = await self.session.connection()
-            await copy_rows(connection, self.model, table, groups)
-            record_write(self.session, self.model)
-            return
-        layouts = driver_insert_layouts(self.model, table, groups, self._dialect) if large else None
-        if layouts is not None:
-            connection = await self.session.connection()
-            await executemany_rows(connection, table, groups, layouts)
-            record_write(self.session, self.model)
-            return
-        statement = insert(table)
-        columns = column_map(self.model)
-        for group in groups:
-            keys = group[0].keys()
-            if all(columns[key].key == key for key in keys):
-                await self.session.execute(statement, list(group))
-            else:
-                params = [{columns[k].key: v for k, v in row.items()} for row in group]
-                await self.session.execute(statement, params)
+            return await insert_rows(
+                self.session,
+                self.model,
+                table,
+                self._dialect,
+                rows,
+                method=method,
+                batch_size=size,
+                managed=self._version_key,
+            )
 
     # -- delete ---------------------------------------------------------------------------
 
