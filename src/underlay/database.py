@@ -129,6 +129,11 @@ def _on_flush_guard(session: Session, _flush: Any, _instances: Any) -> None:
         )
 
 
+def _has_changes(session: AsyncSession) -> bool:
+    sync = session.sync_session
+    return bool(sync.new or sync.dirty or sync.deleted)
+
+
 def _after_flush_mark(session: Session, _flush: Any) -> None:
     session.info[_WROTE_KEY] = True
 
@@ -385,6 +390,8 @@ class Database:
                 commits (see ``snapshot``). On PostgreSQL the connection is read-only at
                 the server, so raw SQL still cannot write; behind PgBouncer or with
                 ``tenant_rls`` the session is one ``READ ONLY`` transaction instead.
+                On success the session is closed, not committed (it has nothing to
+                commit); changes left pending in it raise `ReadOnlySessionError` there.
             snapshot: With ``readonly``: read in one transaction, so every statement of the
                 session sees the same data (SQLite's read transaction; PostgreSQL's at the
                 isolation level the engine uses). Costs the ``BEGIN`` and ``COMMIT`` trips.
@@ -395,7 +402,9 @@ class Database:
         session = await self._open(readonly=readonly, snapshot=snapshot)
         try:
             yield session
-            await session.commit()
+            if not readonly or _has_changes(session):
+                # a read-only session with changes commits, so that its flush refuses them
+                await session.commit()
         except BaseException as exc:
             await _shielded(_rollback_and_close(session))
             if isinstance(exc, SQLAlchemyError):

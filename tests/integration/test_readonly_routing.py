@@ -29,6 +29,25 @@ class TestReadOnlySession:
         async with db.session() as session:
             assert await session.scalar(select(func.count()).select_from(User)) == 0
 
+    async def test_changes_left_pending_are_refused_at_the_end(self, db: Database) -> None:
+        """A read-only session ends without a commit, unless changes are pending: refused."""
+        async with db.session() as session:
+            session.add(User(email="a@x.io", name="before"))
+        with pytest.raises(ReadOnlySessionError):
+            async with db.session(readonly=True) as session:
+                user = await session.scalar(select(User))
+                assert user is not None
+                user.name = "changed"
+        with pytest.raises(ReadOnlySessionError):
+            async with db.session(readonly=True) as session:
+                user = await session.scalar(select(User))
+                await session.delete(user)
+        commits: list[object] = []
+        async with db.session(readonly=True) as session:
+            event.listen(session.sync_session, "after_commit", commits.append)
+            assert await session.scalar(select(User.name)) == "before"
+        assert commits == []
+
     async def test_raw_sql_writes_refused_on_postgres(self, db: Database) -> None:
         """On PostgreSQL the read-only transaction refuses raw SQL writes too."""
         if db.engine.dialect.name != "postgresql":

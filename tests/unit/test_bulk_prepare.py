@@ -43,12 +43,17 @@ def _rows(count: int) -> list[dict[str, Any]]:
     return [{"name": f"g{i}", "id": i, "weight": i / 2, "note": None} for i in range(count)]
 
 
-def test_uniform_canonical_rows_give_tuples() -> None:
+def test_uniform_canonical_rows_give_columns() -> None:
     rows = _rows(50)
     prepared = prepare_batch(Gadget, rows, _reader())  # type: ignore[arg-type]  # dict rows
     assert prepared.groups == [rows]
     assert prepared.groups[0] is rows
-    assert prepared.tuples == [(i, f"g{i}", None, i / 2) for i in range(50)]
+    assert prepared.columns == [
+        list(range(50)),
+        [f"g{i}" for i in range(50)],
+        [None] * 50,
+        [i / 2 for i in range(50)],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +85,7 @@ def test_other_batches_take_the_general_path(index: int, row: Any) -> None:
         assert str(raised.value) == refusal
         return
     prepared = prepare_batch(Gadget, rows, _reader())
-    assert prepared.tuples is None
+    assert prepared.columns is None
     assert prepared.groups == expected
 
 
@@ -94,8 +99,8 @@ def test_unknown_first_keys_refused_as_before() -> None:
 
 def test_single_key_rows_and_single_rows_take_the_general_path() -> None:
     one_key: list[Any] = [{"id": i} for i in range(5)]
-    assert prepare_batch(Gadget, one_key, _reader()).tuples is None
+    assert prepare_batch(Gadget, one_key, _reader()).columns is None
     single: list[Any] = _rows(1)
     prepared = prepare_batch(Gadget, single, _reader())
-    assert prepared.tuples is None
+    assert prepared.columns is None
     assert prepared.groups == [single]

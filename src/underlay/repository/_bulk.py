@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -187,13 +187,13 @@ class PreparedBatch:
 
     Attributes:
         groups: The rows grouped by key set (see `group_rows`), values coerced.
-        tuples: For a batch of one group, its rows as tuples of values in sorted key order
-            (what `RowLayout.records` builds) when they were built while checking, else
+        columns: For a batch of one group, its values column by column, in sorted key
+            order, when they were read while checking (see `RowLayout.records`), else
             ``None``.
     """
 
     groups: list[list[Mapping[str, Any]]]
-    tuples: list[tuple[Any, ...]] | None = None
+    columns: list[list[Any]] | None = None
 
 
 def prepare_batch(
@@ -209,16 +209,16 @@ def prepare_batch(
     Raises:
         InvalidQueryError: As `group_rows` and `coerce_groups`.
     """
-    tuples = uniform_tuples(model, batch, reader)
-    if tuples is not None:
-        return PreparedBatch([batch], tuples)  # type: ignore[list-item]  # all dicts, checked
+    columns = uniform_columns(model, batch, reader)
+    if columns is not None:
+        return PreparedBatch([batch], columns)  # type: ignore[list-item]  # all dicts, checked
     return PreparedBatch(coerce_groups(model, group_rows(batch, reader)))
 
 
-def uniform_tuples(
+def uniform_columns(
     model: type[Any], batch: list[Mapping[str, Any] | BaseModel], reader: RowReader
-) -> list[tuple[Any, ...]] | None:
-    """Return the rows as tuples in sorted key order if the fast check covers the batch.
+) -> list[list[Any]] | None:
+    """Return the batch's values column by column (sorted keys) if the fast check covers it.
 
     That is: every row is a ``dict`` with the first row's keys (two or more), and every
     value is ``None`` or already canonical for its column. ``None`` means "use the
@@ -236,22 +236,23 @@ def uniform_tuples(
         return None
     reader.check(frozenset(first), first)
     names = sorted(first)
-    try:
-        tuples: list[tuple[Any, ...]] = list(map(itemgetter(*names), batch))  # type: ignore[arg-type]  # dicts
-    except KeyError:
-        return None
-    columns = column_map(model)
-    for name, values in zip(names, zip(*tuples, strict=True), strict=True):
-        column = columns[name]
-        if column_coercer(column) is passthrough:
-            continue
-        if all_canonical(column, values):
-            continue
-        # NULLs fail the check (their type is not the column's): check the others
-        present = [value for value in values if value is not None]
-        if len(present) == len(values) or (present and not all_canonical(column, present)):
+    mapping = column_map(model)
+    columns = []
+    # one C-level pass per column: no per-row Python, and no object per row (a transpose
+    # of row tuples would make an iterator per row, which the garbage collector pays for)
+    for name in names:
+        try:
+            values = list(map(itemgetter(name), batch))  # type: ignore[arg-type]  # dicts
+        except KeyError:
             return None
-    return tuples
+        column = mapping[name]
+        if column_coercer(column) is not passthrough and not all_canonical(column, values):
+            # NULLs fail the check (their type is not the column's): check the others
+            present = [value for value in values if value is not None]
+            if len(present) == len(values) or (present and not all_canonical(column, present)):
+                return None
+        columns.append(values)
+    return columns
 
 
 def iterable_rows(rows: Any) -> Iterable[Any]:
@@ -335,21 +336,24 @@ class RowLayout:
         return all(process is None for process in self.processors)
 
     def records(
-        self, rows: Sequence[Mapping[str, Any]], tuples: list[tuple[Any, ...]] | None = None
+        self, rows: Sequence[Mapping[str, Any]], columns: list[list[Any]] | None = None
     ) -> list[tuple[Any, ...]]:
         """Return one tuple per row, defaults computed and values converted.
 
-        ``tuples``, if given, are ``rows``' values in :attr:`names` order (from
-        `prepare_batch`); they are used as they are where nothing needs adding or
-        converting.
+        ``columns``, if given, are ``rows``' values column by column in :attr:`names` order
+        (from `prepare_batch`); the tuples are zipped from them where nothing needs
+        converting or computing per row.
         """
         names, defaulted = self.names, self.defaulted
-        if tuples is not None and self.plain:
-            if not defaulted:
-                return tuples
-            if all(column.default.is_scalar for column in defaulted):  # type: ignore[union-attr]  # defaulted columns have one
-                tail = tuple(column.default.arg for column in defaulted)  # type: ignore[union-attr]  # ColumnDefault.arg
-                return [values + tail for values in tuples]
+        # constant defaults repeat alongside the columns (a computed one is called per row)
+        if (
+            columns is not None
+            and self.plain
+            and all(column.default.is_scalar for column in defaulted)  # type: ignore[union-attr]  # defaulted columns have one
+        ):
+            constants = [repeat(column.default.arg) for column in defaulted]  # type: ignore[union-attr]  # ColumnDefault.arg
+            # the columns all have the batch's length; the constants end with them
+            return list(zip(*columns, *constants, strict=False))
         if self.plain and not defaulted:
             if len(names) == 1:
                 (name,) = names

@@ -78,7 +78,7 @@ async def executemany_rows(
         marks = ", ".join("?" for _ in layout.columns)
         sql = f"INSERT INTO {name} ({columns}) VALUES ({marks})"  # noqa: S608 - quoted identifiers, bound values
         try:
-            cursor = await driver.executemany(sql, layout.records(group, prepared.tuples))
+            cursor = await driver.executemany(sql, layout.records(group, prepared.columns))
         except sqlite3.Error as exc:
             # raise what a Core statement would: the underlay error, else SQLAlchemy's wrapper
             wrapped = DBAPIError.instance(sql, None, exc, sqlite3.Error)

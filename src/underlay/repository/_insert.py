@@ -179,7 +179,7 @@ class _Stream:
         self.keys = group[0].keys()
         self.layout: RowLayout = row_layout(model, table, self.keys, dialect)
         # the first batch's tuples are built here: an error in them is raised before the COPY
-        self.first = self.layout.records(group, first.tuples)
+        self.first = self.layout.records(group, first.columns)
         self.batches = batches
         self.error: Exception | None = None
         self.leftover: PreparedBatch | None = None
@@ -202,7 +202,7 @@ class _Stream:
                 if len(groups) > 1 or groups[0][0].keys() != self.keys:
                     self.leftover = batch
                     return
-                records = self.layout.records(groups[0], batch.tuples)
+                records = self.layout.records(groups[0], batch.columns)
             except Exception as exc:  # noqa: BLE001 - kept and raised after the COPY
                 self.error = exc
                 return

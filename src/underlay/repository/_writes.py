@@ -390,7 +390,9 @@ class WriteMethods(RepositoryBase[ModelT]):
         one executemany on the driver connection when SQLAlchemy would add nothing per row
         (no value needs a type conversion and no left-out column has a computed Python
         default); otherwise ``"values"``. COPY and the driver executemany are recorded
-        with `underlay.record_write`, so cache invalidation sees them.
+        with `underlay.record_write`, so cache invalidation sees them. Consecutive batches
+        with the same keys share one COPY of up to 100,000 rows: the next batch is read
+        and checked while the server stores the rows already sent.
 
         ``rows`` may be any iterable, a generator of millions of rows included: they are
         read ``batch_size`` at a time and only one batch is held in memory. Each batch is
