@@ -125,10 +125,24 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             limit = check_count(limit, name="limit")
         if offset is not None:
             offset = check_count(offset, name="offset")
-        statement = select(self.model).where(
-            *self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
-        )
+        criteria = self._criteria(where, filter_by, include_deleted=include_deleted, search=search)
         keys = parse_order_by(self.model, order_by, self.sortable_fields)
+        return self._select(
+            criteria, keys, limit=limit, offset=offset, options=options, deleted=include_deleted
+        )
+
+    def _select(
+        self,
+        criteria: list[Any],
+        keys: Sequence[SortKey],
+        *,
+        limit: int | None,
+        offset: int | None,
+        options: Sequence[Any],
+        deleted: bool,
+    ) -> Select[ModelT]:
+        """`select_statement` with its arguments checked and parsed."""
+        statement = select(self.model).where(*criteria)
         if keys:
             statement = statement.order_by(*(key.clause for key in keys))
         if limit is not None:
@@ -137,7 +151,7 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
             statement = statement.offset(offset)
         if options:
             statement = statement.options(*options)
-        if include_deleted:
+        if deleted:
             statement = statement.execution_options(include_deleted=True)
         return statement
 
@@ -546,21 +560,20 @@ class SQLAlchemyRepository(WriteMethods[ModelT]):
         spec = [key.spec for key in keys]
         secret = pagination.resolve_secret(self.cursor_secret)
         table = self._mapper.local_table.fullname  # type: ignore[attr-defined]  # a Table
-        criteria = list(where)
+        criteria = self._criteria(where, resolved, include_deleted=include_deleted, search=search)
         if after is not None:
             values = pagination.decode_cursor(
                 secret, after, table=table, spec=spec, filters=self._fingerprint(resolved, search)
             )
             pagination.check_cursor_values(keys, values)
             criteria.append(pagination.keyset_predicate(keys, values))
-        statement = self.select_statement(
-            *criteria,
-            order_by=[key.clause for key in keys],
+        statement = self._select(
+            criteria,
+            keys,
             limit=limit + 1,
+            offset=None,
             options=self._options("paginate", options),
-            include_deleted=include_deleted,
-            filter_by=resolved,  # type: ignore[arg-type]  # resolved once, reused
-            search=search,
+            deleted=include_deleted,
         )
         with self._translated():
             rows = list((await self.session.execute(statement)).unique().scalars().all())

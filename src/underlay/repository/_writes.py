@@ -1,4 +1,4 @@
-"""The write methods of ``SQLAlchemyRepository``: save, update, upsert, bulk insert, delete."""
+"""The write methods of ``SQLAlchemyRepository``: save, update, upsert, bulk insert."""
 
 from __future__ import annotations
 
@@ -6,28 +6,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Table, delete, inspect, select, update
+from sqlalchemy import Table, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Mapper
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from underlay.exceptions import (
     InvalidQueryError,
     NotFoundError,
     StaleVersionError,
 )
-from underlay.models import utcnow
-from underlay.models._versioning import VERSION_BUMPED
-from underlay.query import FilterInput
-from underlay.repository._base import RepositoryBase
 from underlay.repository._bulk import RowReader, in_batches, iterable_rows
 from underlay.repository._coerce import check_count, coerce_value
+from underlay.repository._deletes import DeleteMethods
 from underlay.repository._insert import COPY_THRESHOLD, insert_rows
 from underlay.repository._query import coerce_values, column_map, values_dict
 from underlay.repository._upsert import UpsertPlan, conflict_target
-from underlay.tenancy._context import current_actor
-from underlay.tenancy._mixins import deleted_by
 from underlay.typing import ModelT
 
 __all__ = ["COPY_THRESHOLD", "INSERT_BATCH", "UPSERT_BATCH", "WriteMethods"]
@@ -38,53 +30,9 @@ INSERT_BATCH = 10_000
 #: Rows ``upsert_many`` reads from its iterable and sends at a time.
 UPSERT_BATCH = 5_000
 
-_BUMPED = {VERSION_BUMPED: True}
 
-_Versioning = tuple[Column[Any] | None, str | None, dict[str, Any] | None]
-_VERSIONING: dict[Mapper[Any], _Versioning] = {}
-
-
-def _versioning(mapper: Mapper[Any]) -> _Versioning:
-    """The version column, its attribute key and the ``SET`` that increments it, per mapper."""
-    found = _VERSIONING.get(mapper)
-    if found is None:
-        column = mapper.version_id_col
-        if not isinstance(column, Column):
-            found = (None, None, None)
-        else:
-            key = next(k for k, col in column_map(mapper.class_).items() if col is column)
-            found = (column, key, {key: column + 1})
-        _VERSIONING[mapper] = found
-    return found
-
-
-class WriteMethods(RepositoryBase[ModelT]):
+class WriteMethods(DeleteMethods[ModelT]):
     """Writes of ``SQLAlchemyRepository`` (documented there)."""
-
-    @property
-    def _version_column(self) -> Column[Any] | None:
-        return _versioning(self._mapper)[0]
-
-    @property
-    def _version_key(self) -> str | None:
-        return _versioning(self._mapper)[1]
-
-    @property
-    def _version_bump(self) -> dict[str, Any] | None:
-        """``{version key: version + 1}``, built once per class (``None``: not versioned)."""
-        return _versioning(self._mapper)[2]
-
-    async def _row_exists(self, id: Any, *, live_only: bool) -> bool:
-        criteria = [*self._id_criteria(id), *self.scope]
-        if live_only and self._soft:
-            criteria.append(column_map(self.model)["deleted_at"].is_(None))
-        statement = (
-            select(*self._mapper.primary_key)
-            .select_from(self.model)  # an ORM entity, so session-level criteria apply
-            .where(*criteria)
-            .execution_options(include_deleted=True)
-        )
-        return (await self.session.execute(statement)).first() is not None
 
     async def _load_unloaded(self, entities: Sequence[Any]) -> None:
         for entity in entities:
@@ -203,24 +151,6 @@ class WriteMethods(RepositoryBase[ModelT]):
                     )
                 raise NotFoundError(model=self.model, id=id)
         return entity
-
-    async def _execute_returning(self, statement: Any, id: Any) -> ModelT | None:
-        """Run a single-row UPDATE, returning the refreshed entity (``None``: no row)."""
-        options = {"synchronize_session": False, "populate_existing": True}
-        if self._dialect.update_returning:
-            result = await self.session.execute(
-                statement.returning(self.model), execution_options=options
-            )
-            entity: ModelT | None = result.scalars().one_or_none()
-            return entity
-        outcome = await self.session.execute(
-            statement, execution_options={"synchronize_session": False}
-        )
-        if getattr(outcome, "rowcount", 0) == 0:
-            return None
-        return await self.session.get(
-            self.model, id, populate_existing=True, execution_options={"include_deleted": True}
-        )
 
     # -- upsert ---------------------------------------------------------------------------
 
@@ -435,228 +365,3 @@ class WriteMethods(RepositoryBase[ModelT]):
                 batch_size=size,
                 managed=self._version_key,
             )
-
-    # -- delete ---------------------------------------------------------------------------
-
-    def _expected_version(self, id_or_entity: Any, expected_version: int | None) -> int | None:
-        """The version a delete / restore checks: the given one, else a passed entity's."""
-        version_key = self._version_key
-        if expected_version is not None:
-            if version_key is None:
-                raise InvalidQueryError(f"{self.model.__name__} has no version column to check.")
-            if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-                raise InvalidQueryError(
-                    f"expected_version must be an int, not {type(expected_version).__name__}."
-                )
-            return expected_version
-        if version_key is None or not isinstance(id_or_entity, self.model):
-            return None
-        # The version the entity was loaded with (or was assigned: an assigned version is the
-        # expected one). Never loaded here: loading it now would read the row's current one.
-        loaded = inspect(id_or_entity).dict.get(version_key)
-        return loaded if isinstance(loaded, int) else None
-
-    async def _missing_or_stale(self, id: Any, expected_version: int | None) -> None:
-        """Explain why a write guarded by ``expected_version`` matched no row.
-
-        Raises:
-            NotFoundError: No row has that id (within the repository's scope).
-            StaleVersionError: The row is at another version.
-        """
-        version_column = self._version_column
-        criteria = [*self._id_criteria(id), *self.scope]
-        if version_column is None or expected_version is None:
-            if not await self._row_exists(id, live_only=False):
-                raise NotFoundError(model=self.model, id=id)
-            return
-        statement = select(version_column).where(*criteria).execution_options(include_deleted=True)
-        row = (await self.session.execute(statement)).first()
-        if row is None:
-            raise NotFoundError(model=self.model, id=id)
-        if row[0] != expected_version:
-            raise StaleVersionError(model=self.model, id=id, expected_version=expected_version)
-
-    async def delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
-        """Delete one row: softly for ``SoftDeleteMixin`` models, for real otherwise.
-
-        A soft delete is one ``UPDATE ... SET deleted_at = now WHERE ... AND deleted_at IS
-        NULL`` (it bumps ``version`` on versioned models); deleting again keeps the first
-        timestamp. An entity of the row already in the session is updated too.
-
-        On a versioned model the statement also checks the version: ``expected_version``,
-        or, when an entity is passed, the version it was loaded with. A row at another
-        version (changed or deleted by someone else meanwhile) raises ``StaleVersionError``
-        and nothing changes.
-
-        Args:
-            id_or_entity: The primary key or the entity.
-            expected_version: The version the caller last saw; ``None`` checks the passed
-                entity's version (and nothing for an id).
-
-        Raises:
-            InvalidQueryError: ``expected_version`` on a model without a version column.
-            NotFoundError: No row has that id (within the repository's scope).
-            StaleVersionError: The row is not at the expected version.
-        """
-        if not self._soft:
-            await self.hard_delete(id_or_entity, expected_version=expected_version)
-            return
-        expected = self._expected_version(id_or_entity, expected_version)
-        id = self._identity(id_or_entity)
-        live = column_map(self.model)["deleted_at"].is_(None)
-        criteria = [*self._id_criteria(id), *self.scope, live]
-        version_column = self._version_column
-        if version_column is not None and expected is not None:
-            criteria.append(version_column == expected)
-        statement = self._bump_version(
-            update(self.model)
-            .where(*criteria)
-            .values(deleted_at=utcnow(), **deleted_by(self.model, current_actor()))
-        )
-        with self._translated(id):
-            entity = await self._execute_returning(statement, id)
-            if entity is None:
-                await self._missing_or_stale(id, expected)
-
-    def _bump_version(self, statement: Any) -> Any:
-        bump = self._version_bump
-        if bump is None:
-            return statement
-        # marked, so the session's versioning hook does not rebuild what is already right
-        return statement.values(bump).execution_options(**_BUMPED)
-
-    async def hard_delete(self, id_or_entity: Any, *, expected_version: int | None = None) -> None:
-        """Delete one row for real, also a soft-deleted one, and detach its entity.
-
-        Passing a loaded entity deletes it through the unit of work (cascades and a
-        versioned model's version check apply); an id sends one ``DELETE``, which checks
-        ``expected_version`` when given.
-
-        Args:
-            id_or_entity: The primary key or the entity.
-            expected_version: The version the caller last saw; ``None`` checks the passed
-                entity's version (and nothing for an id).
-
-        Raises:
-            InvalidQueryError: ``expected_version`` on a model without a version column.
-            NotFoundError: No row has that id (within the repository's scope).
-            StaleVersionError: The row is not at the expected version.
-        """
-        expected = self._expected_version(id_or_entity, expected_version)
-        id = self._identity(id_or_entity)
-        with self._translated(id):
-            if isinstance(id_or_entity, self.model) and not self.scope and expected_version is None:
-                await self.session.delete(id_or_entity)
-                await self.session.flush()
-                return
-            criteria = [*self._id_criteria(id), *self.scope]
-            version_column = self._version_column
-            if version_column is not None and expected is not None:
-                criteria.append(version_column == expected)
-            statement = (
-                delete(self.model)
-                .where(*criteria)
-                .execution_options(include_deleted=True, synchronize_session="fetch")
-            )
-            result = await self.session.execute(statement)
-            if getattr(result, "rowcount", 0) == 0:
-                await self._missing_or_stale(id, expected)
-                raise NotFoundError(model=self.model, id=id)
-
-    async def restore(self, id_or_entity: Any, *, expected_version: int | None = None) -> ModelT:
-        """Undo a soft delete (``deleted_at = NULL``) and return the live entity.
-
-        Restoring a live row changes nothing but the version of a versioned model. The
-        version is checked as in `delete`.
-
-        Args:
-            id_or_entity: The primary key or the entity.
-            expected_version: The version the caller last saw; ``None`` checks the passed
-                entity's version (and nothing for an id).
-
-        Raises:
-            InvalidQueryError: The model has no ``SoftDeleteMixin``, or ``expected_version``
-                on a model without a version column.
-            NotFoundError: No row has that id (within the repository's scope).
-            StaleVersionError: The row is not at the expected version.
-        """
-        if not self._soft:
-            raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
-        expected = self._expected_version(id_or_entity, expected_version)
-        id = self._identity(id_or_entity)
-        criteria = [*self._id_criteria(id), *self.scope]
-        version_column = self._version_column
-        if version_column is not None and expected is not None:
-            criteria.append(version_column == expected)
-        statement = (
-            update(self.model)
-            .where(*criteria)
-            .values(deleted_at=None, **deleted_by(self.model, None))
-            .execution_options(include_deleted=True)
-        )
-        statement = self._bump_version(statement)
-        with self._translated(id):
-            entity = await self._execute_returning(statement, id)
-            if entity is None:
-                await self._missing_or_stale(id, expected)
-                raise NotFoundError(model=self.model, id=id)
-        return entity
-
-    async def delete_where(self, *where: Any, filter_by: FilterInput = None) -> int:
-        """Delete every row matching the criteria in one statement; return the count.
-
-        Soft for ``SoftDeleteMixin`` models (rows already deleted are not touched), hard
-        otherwise. Entities of affected rows already in the session are kept in step.
-
-        Args:
-            *where: SQLAlchemy criteria (pass ``sqlalchemy.true()`` to mean every row).
-            filter_by: A caller-supplied filter on declared fields, as for ``list_all``.
-                ``where`` and ``filter_by`` together must not be empty.
-
-        Raises:
-            InvalidQueryError: No criteria were given, or the filter is refused.
-        """
-        resolved = self._resolve(filter_by)
-        if not where and resolved.empty:
-            raise InvalidQueryError(
-                "delete_where() needs criteria; pass sqlalchemy.true() to delete every row."
-            )
-        criteria = self._criteria(where, resolved)
-        with self._translated(None):
-            if not self._soft:
-                result = await self.session.execute(
-                    delete(self.model)
-                    .where(*criteria)
-                    .execution_options(synchronize_session="fetch")
-                )
-                return int(getattr(result, "rowcount", 0))
-            return await self._soft_delete_where(criteria)
-
-    async def _soft_delete_where(self, criteria: list[Any]) -> int:
-        columns = column_map(self.model)
-        statement = self._bump_version(
-            update(self.model)
-            .where(*criteria, columns["deleted_at"].is_(None))
-            .values(deleted_at=utcnow(), **deleted_by(self.model, current_actor()))
-            .execution_options(synchronize_session=False)
-        )
-        if not self._dialect.update_returning:
-            result = await self.session.execute(statement)
-            return int(getattr(result, "rowcount", 0))
-        version_column = self._version_column
-        returned = [*self._mapper.primary_key, columns["deleted_at"]]
-        if version_column is not None:
-            returned.append(version_column)
-        rows = (await self.session.execute(statement.returning(*returned))).all()
-        # Keep loaded entities truthful without expiring them (an expired attribute would
-        # need IO in async code): write the new values in as their committed state.
-        width = len(self._mapper.primary_key)
-        identity_map = self.session.sync_session.identity_map
-        for row in rows:
-            key = identity_key(self.model, tuple(row[:width]))
-            entity = identity_map.get(key)
-            if entity is not None:
-                set_committed_value(entity, "deleted_at", row[width])
-                if version_column is not None and self._version_key is not None:
-                    set_committed_value(entity, self._version_key, row[width + 1])
-        return len(rows)
