@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import MetaData, String, select
+from sqlalchemy import MetaData, String, event, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tests.conftest import Backend
@@ -201,3 +201,57 @@ class TestStreamedCopy:
                 await repo.insert_many(iter(rows), batch_size=1000)
             await repo.insert_many([{"id": 90001, "code": "after"}])
         assert [row[1] for row in await _stored(db)] == ["kept", "after"]
+
+
+class TestAllOrNothing:
+    """A failed call leaves the session as it was: a savepoint, or a rollback if untouched."""
+
+    @staticmethod
+    def _savepoints(db: Database) -> list[str]:
+        sent: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
+                sent.append(statement.split(maxsplit=1)[0].upper())
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        return sent
+
+    async def test_untouched_session_needs_no_savepoint(self, db: Database) -> None:
+        """First in its session, a call sends no savepoint; after other work it does."""
+        sent = self._savepoints(db)
+        async with db.session() as session:
+            await PartRepository(session).insert_many(_parts(1500))
+        assert sent == []
+        async with db.session() as session:
+            repo = PartRepository(session)
+            assert await repo.count() == 1500
+            await repo.insert_many(_parts(1500, start=5000))
+        assert sent == ["SAVEPOINT", "RELEASE"]
+
+    async def test_failure_in_an_untouched_session(self, db: Database) -> None:
+        """A refused row rolls the untouched session back; it goes on working after."""
+        rows = _parts(2500)
+        rows[2200]["code"] = rows[3]["code"]
+        async with db.session() as session:
+            repo = PartRepository(session)
+            with pytest.raises(DuplicateError):
+                await repo.insert_many(iter(rows), batch_size=1000)
+            assert not session.in_transaction()
+            assert await repo.count() == 0
+            await repo.insert_many(_parts(10, start=9000))
+        assert [row[0] for row in await _stored(db)] == list(range(9000, 9010))
+
+    async def test_loaded_objects_survive_a_failure(self, db: Database) -> None:
+        """Objects a session holds are not expired by a failed call (savepoint path)."""
+        async with db.session() as session:
+            await PartRepository(session).insert_many(_parts(3, label="kept"))
+        async with db.session() as session:
+            repo = PartRepository(session)
+            part = await repo.get(1)
+            await session.commit()  # no transaction under way, but an object held
+            with pytest.raises(DuplicateError):
+                await repo.insert_many(_parts(1500))
+            assert not inspect(part).expired
+            assert part.label == "kept"
+            assert await repo.count() == 3

@@ -336,13 +336,19 @@ class RowLayout:
         return all(process is None for process in self.processors)
 
     def records(
-        self, rows: Sequence[Mapping[str, Any]], columns: list[list[Any]] | None = None
-    ) -> list[tuple[Any, ...]]:
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: list[list[Any]] | None = None,
+        *,
+        lazy: bool = False,
+    ) -> Iterable[tuple[Any, ...]]:
         """Return one tuple per row, defaults computed and values converted.
 
         ``columns``, if given, are ``rows``' values column by column in :attr:`names` order
         (from `prepare_batch`); the tuples are zipped from them where nothing needs
-        converting or computing per row.
+        converting or computing per row. With ``lazy``, those zipped tuples are made as
+        they are read (nothing in them can fail), so each lives only while it is sent;
+        otherwise, and on every other path, a list is returned, any error raised here.
         """
         names, defaulted = self.names, self.defaulted
         # constant defaults repeat alongside the columns (a computed one is called per row)
@@ -353,7 +359,8 @@ class RowLayout:
         ):
             constants = [repeat(column.default.arg) for column in defaulted]  # type: ignore[union-attr]  # ColumnDefault.arg
             # the columns all have the batch's length; the constants end with them
-            return list(zip(*columns, *constants, strict=False))
+            zipped = zip(*columns, *constants, strict=False)
+            return zipped if lazy else list(zipped)
         if self.plain and not defaulted:
             if len(names) == 1:
                 (name,) = names

@@ -11,9 +11,10 @@ rows then go out the fastest way the driver offers:
 * Otherwise a Core ``INSERT`` through the session, one executemany per key set.
 
 A batch that fails its checks, or a row iterator that raises, while a COPY is streaming
-ends that COPY cleanly; the error is raised once the COPY is done, and the savepoint
-undoes the call's rows. The COPY is never aborted from inside the driver, so no cancel
-request races the rollback that follows.
+ends that COPY cleanly; the error is raised once the COPY is done, and the savepoint (or,
+in a session where nothing happened yet, a rollback) undoes the call's rows. The COPY is
+never aborted from inside the driver, so no cancel request races the rollback that
+follows.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ async def insert_rows(
     batch_size: int,
     managed: str | None,
 ) -> int:
-    """Insert ``rows`` in one savepoint, ``batch_size`` at a time; return how many.
+    """Insert ``rows`` all or nothing, ``batch_size`` at a time; return how many.
+
+    In a session with a transaction under way (or holding objects) the batches share a
+    savepoint; in a session with neither, a failure rolls the transaction back instead.
 
     Raises:
         InvalidQueryError: A refused row or value, or ``"copy"`` where COPY cannot be used.
@@ -99,15 +103,40 @@ async def insert_rows(
             count += len(batch)
             yield ready
 
-    # a savepoint: a failed batch (or a row iterator that raises) leaves the transaction
-    # as it was before the call
-    async with session.begin_nested():
+    async def send() -> None:
         if method == "copy" or (large and copy_ok):
             await _copy_batches(session, model, table, chain((prepared,), later()))
         else:
             for ready in chain((prepared,), later()):
                 await _insert_batch(session, model, table, dialect, ready, large=large)
+
+    if _untouched(session):
+        # Nothing happened in this session's transaction yet and it holds no objects: on a
+        # failure, rolling the whole transaction back leaves the session as it was before
+        # the call, without a savepoint's two round trips.
+        try:
+            await send()
+        except BaseException:
+            await session.rollback()
+            raise
+        return count
+    # a savepoint: a failed batch (or a row iterator that raises) leaves the transaction
+    # as it was before the call
+    async with session.begin_nested():
+        await send()
     return count
+
+
+def _untouched(session: AsyncSession) -> bool:
+    """Whether ``session`` has no transaction under way and holds no objects.
+
+    Rolling such a session back changes nothing but the database (no object is expired,
+    no pending change is lost).
+    """
+    if session.in_transaction():
+        return False
+    state = session.sync_session
+    return not (state.identity_map or state.new or state.dirty or state.deleted)
 
 
 async def _insert_batch(
@@ -178,8 +207,9 @@ class _Stream:
         (group,) = first.groups
         self.keys = group[0].keys()
         self.layout: RowLayout = row_layout(model, table, self.keys, dialect)
-        # the first batch's tuples are built here: an error in them is raised before the COPY
-        self.first = self.layout.records(group, first.columns)
+        # an error in the first batch's tuples is raised here, before the COPY
+        self.first: Iterable[tuple[Any, ...]] = self.layout.records(group, first.columns, lazy=True)
+        self.first_rows = len(group)
         self.batches = batches
         self.error: Exception | None = None
         self.leftover: PreparedBatch | None = None
@@ -188,10 +218,10 @@ class _Stream:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return chain.from_iterable(self.lists())
 
-    def lists(self) -> Iterator[list[tuple[Any, ...]]]:
+    def lists(self) -> Iterator[Iterable[tuple[Any, ...]]]:
         """Yield the tuples batch by batch; see the class docstring for where it stops."""
-        first, self.first = self.first, []
-        sent = len(first)
+        first, self.first = self.first, ()
+        sent = self.first_rows
         yield first
         while sent < COPY_STREAM_ROWS:
             try:
@@ -202,11 +232,11 @@ class _Stream:
                 if len(groups) > 1 or groups[0][0].keys() != self.keys:
                     self.leftover = batch
                     return
-                records = self.layout.records(groups[0], batch.columns)
+                records = self.layout.records(groups[0], batch.columns, lazy=True)
             except Exception as exc:  # noqa: BLE001 - kept and raised after the COPY
                 self.error = exc
                 return
-            sent += len(records)
+            sent += len(groups[0])
             yield records
         self.full = True
 

@@ -330,8 +330,10 @@ class WriteMethods(DeleteMethods[ModelT]):
         inside one savepoint: if the database refuses a row (a duplicate key, say), a value
         does not fit, or the iterable itself raises, none of the rows of the call is
         inserted and the transaction is as it was before the call, so catching the error
-        and committing keeps everything written earlier in the transaction. Up to
-        ``batch_size`` rows are all checked before any SQL is sent.
+        and committing keeps everything written earlier in the transaction. (In a session
+        with no transaction under way and no objects, the call is its own transaction's
+        first work: a failure rolls that back instead of a savepoint, with the same
+        result.) Up to ``batch_size`` rows are all checked before any SQL is sent.
 
         Args:
             rows: An iterable of mappings of attribute names, or of Pydantic models.
