@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import MetaData, String, event, inspect, select
+from sqlalchemy import MetaData, String, event, func, insert, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tests.conftest import Backend
@@ -255,3 +256,21 @@ class TestAllOrNothing:
             assert not inspect(part).expired
             assert part.label == "kept"
             assert await repo.count() == 3
+
+    async def test_session_on_a_callers_connection_keeps_the_callers_work(
+        self, db: Database
+    ) -> None:
+        """A session bound to a connection in a transaction fails back to its savepoint."""
+        async with db.engine.connect() as connection:
+            await connection.begin()
+            await connection.execute(insert(Part).values(id=1, code="outer"))
+            session = AsyncSession(bind=connection)
+            rows = _parts(1500, start=2)
+            rows[700]["code"] = "outer"
+            with pytest.raises(DuplicateError):
+                await PartRepository(session).insert_many(rows)
+            await session.close()
+            count = await connection.scalar(select(func.count()).select_from(Part))
+            assert count == 1
+            await connection.commit()
+        assert [row[1] for row in await _stored(db)] == ["outer"]

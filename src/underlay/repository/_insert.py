@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import Table, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from underlay.events import record_write
@@ -110,7 +110,7 @@ async def insert_rows(
             for ready in chain((prepared,), later()):
                 await _insert_batch(session, model, table, dialect, ready, large=large)
 
-    if _untouched(session):
+    if _untouched(session, model):
         # Nothing happened in this session's transaction yet and it holds no objects: on a
         # failure, rolling the whole transaction back leaves the session as it was before
         # the call, without a savepoint's two round trips.
@@ -127,15 +127,18 @@ async def insert_rows(
     return count
 
 
-def _untouched(session: AsyncSession) -> bool:
-    """Whether ``session`` has no transaction under way and holds no objects.
+def _untouched(session: AsyncSession, model: type[Any]) -> bool:
+    """Whether ``session`` has no transaction under way, holds no objects, owns its bind.
 
     Rolling such a session back changes nothing but the database (no object is expired,
-    no pending change is lost).
+    no pending change is lost). A session bound to a connection is never taken for one:
+    its rollback may end a transaction that its caller began on that connection.
     """
     if session.in_transaction():
         return False
     state = session.sync_session
+    if not isinstance(state.get_bind(model), Engine):
+        return False
     return not (state.identity_map or state.new or state.dirty or state.deleted)
 
 
