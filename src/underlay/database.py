@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,7 +20,15 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from underlay._imports import DRIVER_EXTRAS, require
+from underlay._engines import (
+    async_url,
+    configure_sqlite,
+    non_negative_int,
+    ping_idle_connections,
+    read_only_connect_args,
+    replica_url,
+    translate_driver_error,
+)
 from underlay._options import NO_BEGIN as _NO_BEGIN
 from underlay._routing import ReplicaRouter, ReplicaStats, format_lsn, parse_lsn
 from underlay._sqlite import install_fast_aiosqlite
@@ -55,8 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("underlay.database")
-
-_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 
 
 class DatabaseSession(AsyncSession):
@@ -253,7 +258,7 @@ class Database:
         tenant_rls: bool = False,
         **engine_options: Any,
     ) -> None:
-        self.url = _async_url(url)
+        self.url = async_url(url)
         self.cache = cache
         options: dict[str, Any] = {"echo": echo}
         backend = self.url.get_backend_name()
@@ -274,11 +279,11 @@ class Database:
             self.url = self.url.difference_update_query(["statement_cache_size"])
             engine_options["connect_args"] = {
                 **engine_options.get("connect_args", {}),
-                "statement_cache_size": _non_negative_int(url_cache, "statement_cache_size"),
+                "statement_cache_size": non_negative_int(url_cache, "statement_cache_size"),
             }
         pgbouncer = pgbouncer or (
             url_cache is not None
-            and _non_negative_int(url_cache, "statement_cache_size") == 0
+            and non_negative_int(url_cache, "statement_cache_size") == 0
             and self.url.query.get("prepared_statement_cache_size") == "0"
         )
         if pgbouncer:
@@ -298,16 +303,16 @@ class Database:
         def make_engine(url: URL, **overrides: Any) -> AsyncEngine:
             engine = create_async_engine(url, **(options | overrides))
             if backend == "sqlite":
-                _configure_sqlite(engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
+                configure_sqlite(engine, busy_timeout=sqlite_busy_timeout, wal=not in_memory)
                 if url.get_driver_name() == "aiosqlite":
                     install_fast_aiosqlite(engine)
-            event.listen(engine.sync_engine, "handle_error", _translate_driver_error)
+            event.listen(engine.sync_engine, "handle_error", translate_driver_error)
             if pool_pre_ping:
-                _ping_idle_connections(engine, idle=pre_ping_idle)
+                ping_idle_connections(engine, idle=pre_ping_idle)
             return engine
 
         self.engine: AsyncEngine = make_engine(self.url)
-        replica_urls = [_replica_url(self.url, url) for url in replicas]
+        replica_urls = [replica_url(self.url, url) for url in replicas]
         if replica_urls and backend != "postgresql":
             raise ValueError("replicas= applies to PostgreSQL URLs only")
         #: The replica engines, read-only at the transaction level.
@@ -337,7 +342,7 @@ class Database:
             self._autocommit_primary = make_engine(
                 self.url,
                 isolation_level="AUTOCOMMIT",
-                connect_args=_read_only_connect_args(options.get("connect_args")),
+                connect_args=read_only_connect_args(options.get("connect_args")),
             ).execution_options(**{_NO_BEGIN: True})
         self._lsn_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -572,115 +577,3 @@ async def _shielded(awaitable: Awaitable[None]) -> None:
 _CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
 # A token no replica ever reaches: reads go to the primary.
 _FOREVER = (1 << 64) - 1
-
-
-def _non_negative_int(value: str | tuple[str, ...], name: str) -> int:
-    text_value = value if isinstance(value, str) else value[-1]
-    if not text_value.isdigit():
-        raise ValueError(f"{name} in the URL must be a non-negative integer, got {text_value!r}")
-    return int(text_value)
-
-
-def _replica_url(primary: URL, url: str | URL) -> URL:
-    parsed = _async_url(url)
-    if parsed.get_backend_name() != primary.get_backend_name():
-        raise ValueError("a replica must use the same database backend as the primary")
-    if (
-        primary.query.get("prepared_statement_cache_size")
-        and "prepared_statement_cache_size" not in parsed.query
-    ):
-        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
-    return parsed
-
-
-def _async_url(url: str | URL) -> URL:
-    parsed = make_url(url)
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
-    if "+" not in parsed.drivername and backend in _ASYNC_DRIVERS:
-        driver = _ASYNC_DRIVERS[backend]
-        parsed = parsed.set(drivername=f"{backend}+{driver}")
-    if driver in DRIVER_EXTRAS:
-        module, extra = DRIVER_EXTRAS[driver]
-        require(module, extra=extra)
-    return parsed
-
-
-def _translate_driver_error(context: ExceptionContext) -> BaseException | None:
-    if context.is_pre_ping or context.sqlalchemy_exception is None:
-        return None
-    return translate_error(context.sqlalchemy_exception)
-
-
-_RETURNED_AT = "underlay.returned_at"
-
-
-def _ping_idle_connections(engine: AsyncEngine, *, idle: float) -> None:
-    # SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per session, most of a
-    # short request's overhead. A connection checked in less than ``idle`` seconds ago was
-    # just used successfully, so only older ones are pinged (HikariCP's bypass window).
-    sync_engine = engine.sync_engine
-    dialect = sync_engine.dialect
-
-    @event.listens_for(sync_engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_RETURNED_AT] = time.monotonic()
-
-    @event.listens_for(sync_engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        is_closed = getattr(getattr(dbapi_connection, "driver_connection", None), "is_closed", None)
-        if callable(is_closed) and is_closed():
-            # the server closed it while it sat in the pool (a restart, a killed backend):
-            # known without a round trip, so also within the idle window
-            raise DisconnectionError("the pooled connection was closed by the server")
-        returned_at = record.info.get(_RETURNED_AT)
-        if returned_at is None:
-            return  # a new connection
-        if _closed(dbapi_connection):
-            # The server closed it while it sat in the pool (restart, failover): free to see.
-            raise DisconnectionError("the pooled connection was closed by the server")
-        if time.monotonic() - returned_at < idle:
-            return  # one that worked a moment ago
-        try:
-            dialect.do_ping(dbapi_connection)
-        except Exception as exc:
-            # The pool invalidates this connection and checks out (or opens) another.
-            raise DisconnectionError(f"pre-ping failed: {exc}") from exc
-
-
-def _closed(dbapi_connection: Any) -> bool:
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    is_closed = getattr(driver, "is_closed", None)
-    return bool(is_closed()) if callable(is_closed) else False
-
-
-def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: int, wal: bool) -> None:
-    sync_engine = engine.sync_engine
-
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin, so BEGIN is
-        # real (savepoints and isolation work) and PRAGMAs run outside a transaction.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
-            if wal:
-                cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(_NO_BEGIN):
-            return  # a read-only session without a snapshot: each statement on its own
-        conn.exec_driver_sql("BEGIN")
-
-
-def _read_only_connect_args(connect_args: Any) -> dict[str, Any]:
-    args = dict(connect_args or {})
-    settings = dict(args.get("server_settings") or {})
-    settings["default_transaction_read_only"] = "on"
-    args["server_settings"] = settings
-    return args
