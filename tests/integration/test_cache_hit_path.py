@@ -143,13 +143,19 @@ class TestFillDecidedOnAMiss:
         assert await leader == "snapshot value"
         assert await cache.get("k") == "fresh value"
 
-    async def test_waiters_that_joined_before_the_decision_load_themselves(
+    async def test_a_fill_made_during_the_deciders_look_up_stands(
         self,
         cache: BaseCache,  # noqa: F811 - the imported fixture
     ) -> None:
-        """A waiter already waiting when the leader decides not to fill does not get its value."""
-        decided = asyncio.Event()
+        """A caller that missed, then decides not to fill, loads for itself and stores nothing.
+
+        Another caller loads and fills between the first one's miss and its decision (a
+        waiter can no longer join a flight before the decision: a hit takes no flight, and
+        the flight starts and decides without an await in between).
+        """
+        looked_up = asyncio.Event()
         go_on = asyncio.Event()
+        decided = asyncio.Event()
 
         async def fresh() -> str:
             return "fresh value"
@@ -158,26 +164,26 @@ class TestFillDecidedOnAMiss:
             decided.set()
             return False
 
-        async def slow_probe_loader() -> str:
+        async def snapshot_loader() -> str:
             return "snapshot value"
 
         original = cache._lookup
 
         async def lookup(*args: Any) -> Any:
             found = await original(*args)
-            await go_on.wait()  # hold the leader inside its look-up: the waiter joins it
+            looked_up.set()
+            await go_on.wait()  # hold the first caller between its miss and its decision
             return found
 
         cache._lookup = lookup  # type: ignore[method-assign]
-        leader = asyncio.create_task(cache.load("k", slow_probe_loader, fill=may_fill))
-        await asyncio.sleep(0)
+        first = asyncio.create_task(cache.load("k", snapshot_loader, fill=may_fill))
+        await looked_up.wait()
         cache._lookup = original  # type: ignore[method-assign]
-        waiter = asyncio.create_task(cache.get_or_set("k", fresh))
-        await asyncio.sleep(0)
+        assert await cache.get_or_set("k", fresh) == "fresh value"
+        assert not decided.is_set()
         go_on.set()
-        assert await leader == "snapshot value"
+        assert await first == "snapshot value"
         assert decided.is_set()
-        assert await waiter == "fresh value"
         assert await cache.get("k") == "fresh value"
 
 
