@@ -13,7 +13,7 @@ from typing import Any
 
 from underlay._imports import require
 
-__all__ = ["close", "connect", "is_cluster", "redis_errors"]
+__all__ = ["client_race", "close", "connect", "is_cluster", "redis_errors"]
 
 # The Sentinel managers behind the master clients `connect` made: closed with the client.
 _MANAGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -116,3 +116,23 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     """
     exceptions: Any = require("redis.exceptions", extra="redis")
     return (exceptions.RedisError, exceptions.RedisClusterException, OSError, TimeoutError)
+
+
+def client_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is what redis-py leaks when a connection is closed under a command.
+
+    A connection closed by another task (or by the peer) while a command is being written
+    surfaces as an ``AttributeError`` or ``TypeError`` raised inside redis-py's or asyncio's
+    transport code (``'NoneType' object has no attribute 'writelines'``; redis-py issues
+    3546 and 4287), not as a ``ConnectionError``. Only those raised there count: the same
+    types raised anywhere else are bugs and propagate.
+    """
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    frame = exc.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and module.startswith(("redis.", "asyncio."))

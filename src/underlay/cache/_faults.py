@@ -37,6 +37,11 @@ class FaultPolicy(abc.ABC):
     #: Exceptions that mean "the store failed" (fail open), as opposed to bugs.
     _store_errors: tuple[type[BaseException], ...] = ()
 
+    @staticmethod
+    def _client_fault(exc: BaseException) -> bool:
+        """Whether ``exc``, not one of `_store_errors`, still means "the store failed"."""
+        return False
+
     stats: CacheStats
     timeout: float | None
     invalidation_timeout: float | None
@@ -67,15 +72,23 @@ class FaultPolicy(abc.ABC):
                     deadlines = self._deadlines[deadline] = Deadlines(deadline)
                 result = await deadlines.run(operation, *args)
         except self._store_errors as exc:
+            return self._failed(exc)
+        except (AttributeError, TypeError) as exc:
+            if self._client_fault(exc):
+                return self._failed(exc)
             self._breaker.failure()
-            self.stats.errors += 1
-            logger.warning("cache operation failed: %s", type(exc).__name__ + f": {exc}")
-            return FAILED
+            raise
         except BaseException:
             self._breaker.failure()
             raise
         self._breaker.success()
         return result
+
+    def _failed(self, exc: BaseException) -> Failed:
+        self._breaker.failure()
+        self.stats.errors += 1
+        logger.warning("cache operation failed: %s", type(exc).__name__ + f": {exc}")
+        return FAILED
 
     async def _guarded_read(self, operation: Callable[..., Awaitable[R]], *args: Any) -> R | Failed:
         """Run ``operation(*args)``, a read or fill: fail open, within the deadline."""

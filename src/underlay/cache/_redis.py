@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from underlay._imports import require
-from underlay._redis_client import close, connect, is_cluster, redis_errors
+from underlay._redis_client import client_race, close, connect, is_cluster, redis_errors
 from underlay.cache import _scripts
 from underlay.cache._base import HIT, MISS, BaseCache, Lookup
 from underlay.cache._codec import Codec
@@ -98,6 +98,9 @@ class RedisCache(BaseCache):
             ``service_name``, a negative ``wait_replicas``, or a ``near_cache`` with a
             cluster or Sentinel.
     """
+
+    # a connection closed under a command leaks a non-Redis error from redis-py
+    _client_fault = staticmethod(client_race)
 
     def __init__(
         self,
