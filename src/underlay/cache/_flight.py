@@ -269,31 +269,19 @@ class SingleFlight(FaultPolicy):
         return await self._fetch(key, loader, ttl, names, probe, fill=fill, decode=decode)
 
     async def _decoded(self, key: str, lookup: Lookup) -> Any:
-        if lookup.status == HIT and lookup.payload is not None:
-            try:
-                value = self.codec.decode(lookup.payload)
-            except DecodeError:
-                self.stats.corrupt += 1
-                logger.warning("cache entry %r does not decode; removed", key)
-                await self._guarded_read(lambda: self._remove([key]))
-            else:
-                self.stats.hits += 1
-                return value
-        elif lookup.status == CORRUPT:
-            self.stats.corrupt += 1
-            logger.warning("cache entry %r is not an underlay entry; removed", key)
-        self.stats.misses += 1
-        return FAILED
+        """Return the value of a hit (counted), else `FAILED` with the miss counted."""
+        found = await self._probe_hit(key, lookup, decode=True)
+        if found is None:
+            self.stats.misses += 1
+            return FAILED
+        return found[0]
 
     async def _hit(self, key: str, lookup: Lookup, *, decode: bool) -> tuple[Any, bytes] | None:
         """Return the value (or `_UNDECODED`) and bytes of a hit, else count the miss."""
-        if not decode and lookup.status == HIT and lookup.payload is not None:
-            self.stats.hits += 1
-            return _UNDECODED, lookup.payload
-        value = await self._decoded(key, lookup)
-        if isinstance(value, Failed) or lookup.payload is None:
-            return None
-        return value, lookup.payload
+        found = await self._probe_hit(key, lookup, decode=decode)
+        if found is None:
+            self.stats.misses += 1
+        return found
 
     async def _fetch(
         self,

@@ -344,7 +344,7 @@ class RowLayout:
     ) -> Iterable[tuple[Any, ...]]:
         """Return one tuple per row, defaults computed and values converted.
 
-        ``columns``, if given, are ``rows``' values column by column in :attr:`names` order
+        ``columns``, if given, are ``rows``' values column by column in `names` order
         (from `prepare_batch`); the tuples are zipped from them where nothing needs
         converting or computing per row. With ``lazy``, those zipped tuples are made as
         they are read (nothing in them can fail), so each lives only while it is sent;

@@ -51,10 +51,7 @@ class DeleteMethods(WriteBase[ModelT]):
         expected = self._expected_version(id_or_entity, expected_version)
         id = self._identity(id_or_entity)
         live = column_map(self.model)["deleted_at"].is_(None)
-        criteria = [*self._id_criteria(id), *self.scope, live]
-        version_column = self._version_column
-        if version_column is not None and expected is not None:
-            criteria.append(version_column == expected)
+        criteria = [*self._guarded_criteria(id, expected), live]
         statement = self._bump_version(
             update(self.model)
             .where(*criteria)
@@ -89,10 +86,7 @@ class DeleteMethods(WriteBase[ModelT]):
                 await self.session.delete(id_or_entity)
                 await self.session.flush()
                 return
-            criteria = [*self._id_criteria(id), *self.scope]
-            version_column = self._version_column
-            if version_column is not None and expected is not None:
-                criteria.append(version_column == expected)
+            criteria = self._guarded_criteria(id, expected)
             statement = (
                 delete(self.model)
                 .where(*criteria)
@@ -124,10 +118,7 @@ class DeleteMethods(WriteBase[ModelT]):
             raise InvalidQueryError(f"{self.model.__name__} is not soft-deletable.")
         expected = self._expected_version(id_or_entity, expected_version)
         id = self._identity(id_or_entity)
-        criteria = [*self._id_criteria(id), *self.scope]
-        version_column = self._version_column
-        if version_column is not None and expected is not None:
-            criteria.append(version_column == expected)
+        criteria = self._guarded_criteria(id, expected)
         statement = (
             update(self.model)
             .where(*criteria)

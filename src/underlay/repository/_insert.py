@@ -196,7 +196,7 @@ class _Stream:
 
     Iterating prepares the later batches on demand. It stops at a batch with other keys
     (kept for the next COPY), after `COPY_STREAM_ROWS` rows, or at an error, which is kept
-    in :attr:`error` instead of being raised inside the driver's COPY.
+    in ``error`` instead of being raised inside the driver's COPY.
     """
 
     def __init__(

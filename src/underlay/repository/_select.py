@@ -31,7 +31,7 @@ class SelectMethods(WriteMethods[ModelT]):
         filter_by: FilterInput = None,
         search: str | None = None,
     ) -> Select[ModelT]:
-        """Build the SELECT that :meth:`list_all` sends for the same arguments.
+        """Build the SELECT that `list_all` sends for the same arguments.
 
         The repository's scope, ``filter_by`` and ``where`` are all part of it, so the
         statement identifies the query exactly (a cache can key on it).
@@ -97,7 +97,7 @@ class SelectMethods(WriteMethods[ModelT]):
         filter_by: FilterInput = None,
         search: str | None = None,
     ) -> Select[int]:
-        """Build the ``SELECT count(*)`` that :meth:`count` sends for the same arguments."""
+        """Build the ``SELECT count(*)`` that `count` sends for the same arguments."""
         unfiltered = not where and not self.scope and search is None
         if unfiltered and (filter_by is None or self._resolve(filter_by).empty):
             # the count of every row: one statement per class, so SQLAlchemy keys it once

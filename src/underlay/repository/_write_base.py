@@ -99,6 +99,14 @@ class WriteBase(RepositoryBase[ModelT]):
         loaded = inspect(id_or_entity).dict.get(version_key)
         return loaded if isinstance(loaded, int) else None
 
+    def _guarded_criteria(self, id: Any, expected: int | None) -> list[Any]:
+        """The row's key within the scope, and its version when one is expected."""
+        criteria = [*self._id_criteria(id), *self.scope]
+        version_column = self._version_column
+        if version_column is not None and expected is not None:
+            criteria.append(version_column == expected)
+        return criteria
+
     async def _missing_or_stale(self, id: Any, expected_version: int | None) -> None:
         """Explain why a write guarded by ``expected_version`` matched no row.
 

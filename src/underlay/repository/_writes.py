@@ -135,11 +135,9 @@ class WriteMethods(DeleteMethods[ModelT]):
             # also on versioned models: an empty PATCH must not bump the version (the ETag)
             raise InvalidQueryError("update() needs at least one value to set besides the version.")
 
-        criteria = [*self._id_criteria(id), *self.scope]
+        criteria = self._guarded_criteria(id, expected_version)
         if self._soft:
             criteria.append(column_map(self.model)["deleted_at"].is_(None))
-        if version_column is not None and expected_version is not None:
-            criteria.append(version_column == expected_version)
         statement = self._bump_version(update(self.model).where(*criteria).values(**data))
 
         with self._translated(id):
