@@ -145,7 +145,11 @@ class TestConnectionLost:
                 repository = EntryRepository(session)
                 await repository.save(Entry(id=1, body="lost"))
                 pid = await session.scalar(text("SELECT pg_backend_pid()"))
+                raw = await (await session.connection()).get_raw_connection()
                 await terminate(db, int(pid or 0))
+                # the next statement must meet a connection the client knows is dead: a
+                # statement racing the close can leave asyncpg mid-operation instead
+                await _noticed_closed(raw.driver_connection)
                 await repository.get(1)
         assert info.value.outcome_unknown is False
         assert isinstance(info.value, UnderlayError)
